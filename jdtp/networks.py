@@ -1,0 +1,495 @@
+"""Forward blocks F^n and feedback blocks G^n as pure functions (spec §3).
+
+A network is a static tuple of block descriptions. Parameters live in explicit
+per-layer pytrees: ``fwd_params[n]`` for F^n and ``fb_params[n]`` for G^n, so the
+algorithm code (``jdtp.dtp``, ``jdtp.feedback``) can differentiate, scan and
+probe each block with plain JAX transforms.
+
+Layout: activations are NHWC. Conv kernels of F *and* G are stored in the
+forward layout HWIO ``[k, k, C_in, C_out]`` of F^n, and G's transposed conv is
+defined as the exact adjoint of F's conv with G's kernel, so ``G.kernel ==
+F.kernel`` means the linear part of G is the transpose of F's (spec §11). Dense
+kernels are ``[in, out]`` for F and ``[out_F, in_F]`` for G, so the adjoint is
+``G.kernel == F.kernel.T``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+Params = dict[str, jax.Array]
+UnpoolMode = Literal["set", "add"]
+UNPOOL_MODES = ("set", "add")
+
+
+@dataclasses.dataclass(frozen=True)
+class Pool:
+    """Max-pool geometry (window, stride, padding), as ``nn.MaxPool2d``."""
+
+    window: int
+    stride: int
+    padding: int = 0
+
+    def out_size(self, n: int) -> int:
+        return (n + 2 * self.padding - self.window) // self.stride + 1
+
+    @property
+    def overlapping(self) -> bool:
+        return self.stride < self.window
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvBlock:
+    """F = pool ∘ act ∘ conv; G = convᵀ ∘ act ∘ unpool (spec §3.1)."""
+
+    name: str
+    in_shape: tuple[int, int, int]  # (H, W, C_in)
+    features: int
+    kernel_size: int
+    padding: int
+    stride: int = 1
+    pool: Pool | None = None
+    activation: str = "elu"
+    use_bias: bool = True
+
+    @property
+    def conv_shape(self) -> tuple[int, int, int]:
+        h, w, _ = self.in_shape
+        k, p, s = self.kernel_size, self.padding, self.stride
+        return ((h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1, self.features)
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        h, w, c = self.conv_shape
+        if self.pool is None:
+            return (h, w, c)
+        return (self.pool.out_size(h), self.pool.out_size(w), c)
+
+    @property
+    def has_pool(self) -> bool:
+        return self.pool is not None
+
+
+@dataclasses.dataclass(frozen=True)
+class DenseBlock:
+    """F = act ∘ dense ∘ flatten; G = reshape ∘ dense ∘ act (spec §3.1).
+
+    The output block uses ``activation='identity'`` (logits), so its G is a
+    single dense layer.
+    """
+
+    name: str
+    in_shape: tuple[int, ...]
+    features: int
+    activation: str = "elu"
+    use_bias: bool = True
+
+    @property
+    def in_features(self) -> int:
+        return math.prod(self.in_shape)
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return (self.features,)
+
+    @property
+    def has_pool(self) -> bool:
+        return False
+
+
+Block = ConvBlock | DenseBlock
+
+
+@dataclasses.dataclass(frozen=True)
+class Network:
+    """A sequence of (F^n, G^n) pairs; ``blocks[n]`` maps s^n to s^{n+1}."""
+
+    name: str
+    blocks: tuple[Block, ...]
+
+    @property
+    def num_blocks(self) -> int:
+        return len(self.blocks)
+
+    @property
+    def num_trainable_fb(self) -> int:
+        """Trainable feedback blocks G^1..G^{N-1}; G^0 is never trained (spec §0.2)."""
+        return len(self.blocks) - 1
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.blocks[0].in_shape
+
+    @property
+    def num_classes(self) -> int:
+        return self.blocks[-1].features
+
+
+# ---------------------------------------------------------------------------
+# Activations.
+
+
+def activation_fn(name: str):
+    if name == "elu":
+        return jax.nn.elu
+    if name == "identity":
+        return lambda x: x
+    if name == "tanh":
+        return jnp.tanh
+    if name == "relu":
+        return jax.nn.relu
+    raise ValueError(f"unknown activation {name!r}; expected one of elu, identity, tanh, relu")
+
+
+# ---------------------------------------------------------------------------
+# Max-pool with indices and max-unpool (spec §1.3, §11).
+
+
+def _window_slices(xp: jax.Array, pool: Pool, out_hw: tuple[int, int]):
+    k, s = pool.window, pool.stride
+    ho, wo = out_hw
+    for di in range(k):
+        for dj in range(k):
+            yield xp[:, di : di + s * (ho - 1) + 1 : s, dj : dj + s * (wo - 1) + 1 : s, :]
+
+
+def max_pool_with_indices(x: jax.Array, pool: Pool) -> tuple[jax.Array, jax.Array]:
+    """Max-pool that also returns PyTorch-style argmax indices.
+
+    Args:
+      x: ``[batch, H, W, C]``.
+      pool: window geometry.
+
+    Returns:
+      ``(out, idx)``, both ``[batch, H_out, W_out, C]``; ``idx`` holds the flat
+      position ``row * W + col`` of each maximum in the *unpadded* H×W plane.
+      Ties go to the first maximum in row-major window order and padding counts
+      as −∞, as in ``torch.nn.MaxPool2d``.
+    """
+    _, h, w, _ = x.shape
+    k, s, p = pool.window, pool.stride, pool.padding
+    ho, wo = pool.out_size(h), pool.out_size(w)
+    xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), constant_values=-jnp.inf)
+    stacked = jnp.stack(list(_window_slices(xp, pool, (ho, wo))), axis=-1)
+    local = jnp.argmax(stacked, axis=-1)  # first maximum, as torch
+    out = jnp.take_along_axis(stacked, local[..., None], axis=-1)[..., 0]
+    rows = (jnp.arange(ho) * s - p)[None, :, None, None] + local // k
+    cols = (jnp.arange(wo) * s - p)[None, None, :, None] + local % k
+    return out, (rows * w + cols).astype(jnp.int32)
+
+
+def _local_from_flat(idx: jax.Array, pool: Pool, in_w: int) -> jax.Array:
+    """Position of each flat index inside its own pooling window (row-major)."""
+    _, ho, wo, _ = idx.shape
+    k, s, p = pool.window, pool.stride, pool.padding
+    di = idx // in_w - (jnp.arange(ho) * s - p)[None, :, None, None]
+    dj = idx % in_w - (jnp.arange(wo) * s - p)[None, None, :, None]
+    return di * k + dj
+
+
+def max_unpool(
+    y: jax.Array, idx: jax.Array, pool: Pool, out_hw: tuple[int, int], mode: UnpoolMode
+) -> jax.Array:
+    """Max-unpool ``y`` to the pre-pool plane at ``idx`` (``nn.MaxUnpool2d``).
+
+    Args:
+      y: pooled values ``[batch, H_out, W_out, C]``.
+      idx: flat argmax indices from :func:`max_pool_with_indices`.
+      pool: the paired pool's geometry.
+      out_hw: the pre-pool spatial size ``(H, W)``.
+      mode: ``'add'`` sums values that share a position (the exact transpose of
+        max-pool, i.e. its VJP); ``'set'`` writes one of them, as the reference
+        does: when overlapping windows share an argmax, the window that comes
+        *last in raster order* wins (PyTorch's CPU behaviour, made
+        deterministic here). For non-overlapping pools the two agree.
+
+    Returns:
+      ``[batch, H, W, C]`` with zeros away from the indices.
+    """
+    if mode not in UNPOOL_MODES:
+        raise ValueError(f"unknown unpool mode {mode!r}; expected one of {UNPOOL_MODES}")
+    h, w = out_hw
+    if mode == "add" or not pool.overlapping:
+        return _unpool_add(y, idx, pool, (h, w))
+    b, ho, wo, c = y.shape
+    flat_idx = idx.reshape(b, ho * wo, c)
+    window_id = jnp.broadcast_to(jnp.arange(ho * wo, dtype=jnp.int32)[None, :, None], flat_idx.shape)
+    bi = jnp.arange(b)[:, None, None]
+    ci = jnp.arange(c)[None, None, :]
+    # Scatter-max of the window's raster number decides the winner
+    # deterministically; XLA's scatter-set order for duplicates is unspecified.
+    winner = jnp.full((b, h * w, c), -1, jnp.int32).at[bi, flat_idx, ci].max(window_id)
+    gathered = jnp.take_along_axis(y.reshape(b, ho * wo, c), jnp.maximum(winner, 0), axis=1)
+    out = jnp.where(winner >= 0, gathered, jnp.zeros((), y.dtype))
+    return out.reshape(b, h, w, c)
+
+
+def _unpool_add(y: jax.Array, idx: jax.Array, pool: Pool, out_hw: tuple[int, int]) -> jax.Array:
+    # Dense formulation (no scatter): each window offset contributes a strided,
+    # zero-interleaved copy of the values whose argmax sits at that offset.
+    # This is exactly the transpose of gathering the window maxima.
+    h, w = out_hw
+    b, ho, wo, c = y.shape
+    k, s, p = pool.window, pool.stride, pool.padding
+    local = _local_from_flat(idx, pool, w)
+    hp, wp = h + 2 * p, w + 2 * p
+    zero = jnp.zeros((), y.dtype)
+    out = jnp.zeros((b, hp, wp, c), y.dtype)
+    for di in range(k):
+        for dj in range(k):
+            v = jnp.where(local == di * k + dj, y, zero)
+            hi = hp - di - s * (ho - 1) - 1
+            wi = wp - dj - s * (wo - 1) - 1
+            out = out + lax.pad(v, zero, ((0, 0, 0), (di, hi, s - 1), (dj, wi, s - 1), (0, 0, 0)))
+    return out[:, p : p + h, p : p + w, :]
+
+
+# ---------------------------------------------------------------------------
+# Convolutions. G's transposed conv is the adjoint of F's conv (spec §11).
+
+
+def conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
+    """Cross-correlation as ``nn.Conv2d``: ``x [B,H,W,Cin]``, ``kernel [k,k,Cin,Cout]``."""
+    return lax.conv_general_dilated(
+        x,
+        kernel,
+        window_strides=(stride, stride),
+        padding=((padding, padding), (padding, padding)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
+
+
+def conv_transpose(
+    y: jax.Array, kernel: jax.Array, stride: int, padding: int, out_hw: tuple[int, int]
+) -> jax.Array:
+    """Adjoint of :func:`conv` with the same kernel (``nn.ConvTranspose2d``).
+
+    ``⟨conv_transpose(y, W), x⟩ = ⟨y, conv(x, W)⟩`` for every x, y; the output
+    has the spatial size ``out_hw`` of conv's input (PyTorch's output_padding).
+    """
+    b = y.shape[0]
+    x_struct = jax.ShapeDtypeStruct((b, *out_hw, kernel.shape[2]), y.dtype)
+    (x,) = jax.linear_transpose(lambda x: conv(x, kernel, stride, padding), x_struct)(y)
+    return x
+
+
+# ---------------------------------------------------------------------------
+# Blocks.
+
+
+def forward_block(block: Block, params: Params, x: jax.Array) -> tuple[jax.Array, Any]:
+    """F^n: maps s^n to s^{n+1} (paper Eq. 1).
+
+    Returns:
+      ``(s_next, idx)`` where ``idx`` are the max-pool indices ι(x) that the
+      paired G^n needs, or ``None`` for blocks without a pool.
+    """
+    act = activation_fn(block.activation)
+    if isinstance(block, ConvBlock):
+        h = conv(x, params["kernel"], block.stride, block.padding)
+        if block.use_bias:
+            h = h + params["bias"]
+        h = act(h)
+        if block.pool is None:
+            return h, None
+        return max_pool_with_indices(h, block.pool)
+    h = x.reshape(x.shape[0], -1) @ params["kernel"]
+    if block.use_bias:
+        h = h + params["bias"]
+    return act(h), None
+
+
+def feedback_block(
+    block: Block,
+    params: Params,
+    y: jax.Array,
+    idx: Any,
+    unpool_mode: UnpoolMode = "set",
+    with_bias: bool = True,
+) -> jax.Array:
+    """G^n: maps a value (activation or target) of s^{n+1} to the space of s^n.
+
+    The activation is applied to G's *input* (spec §3.1, paper App. B), and the
+    pool indices ``idx`` must come from the F^n pass that G^n is paired with.
+    G adds its bias last, so it cancels in every difference G(a) − G(b) that
+    DTP and L-DRL use; those call sites pass ``with_bias=False``, which makes
+    the cancellation exact (no rounding) and the bias gradient exactly zero.
+    """
+    act = activation_fn(block.activation)
+    if isinstance(block, ConvBlock):
+        hc, wc, _ = block.conv_shape
+        if block.pool is not None:
+            y = max_unpool(y, idx, block.pool, (hc, wc), unpool_mode)
+        h = conv_transpose(act(y), params["kernel"], block.stride, block.padding, block.in_shape[:2])
+        if block.use_bias and with_bias:
+            h = h + params["bias"]
+        return h
+    h = act(y) @ params["kernel"]
+    if block.use_bias and with_bias:
+        h = h + params["bias"]
+    return h.reshape(y.shape[0], *block.in_shape)
+
+
+# ---------------------------------------------------------------------------
+# Initialisation: U(±1/sqrt(fan_in)) for weights and biases (spec §3.5).
+
+
+def _block_param_specs(block: Block) -> tuple[list, list]:
+    """[(name, shape, fan_in)] for F^n and G^n, with the fan-ins of spec §3.5."""
+    if isinstance(block, ConvBlock):
+        k, cin, cout = block.kernel_size, block.in_shape[2], block.features
+        fan_in = cin * k * k  # Conv2d and its ConvTranspose2d share Cin_F·k² (spec §3.5)
+        f = [("kernel", (k, k, cin, cout), fan_in)]
+        g = [("kernel", (k, k, cin, cout), fan_in)]  # G's kernel in F's layout
+        if block.use_bias:
+            f.append(("bias", (cout,), fan_in))
+            g.append(("bias", (cin,), fan_in))
+        return f, g
+    fin, fout = block.in_features, block.features
+    f = [("kernel", (fin, fout), fin)]
+    g = [("kernel", (fout, fin), fout)]  # G's fan-in is F's out_features
+    if block.use_bias:
+        f.append(("bias", (fout,), fin))
+        g.append(("bias", (fin,), fout))
+    return f, g
+
+
+def init_params(
+    key: jax.Array, net: Network, dtype=jnp.float32
+) -> tuple[tuple[Params, ...], tuple[Params, ...]]:
+    """PyTorch-default init of every (F^n, G^n): kaiming_uniform(a=√5) ≡ U(±1/√fan_in).
+
+    Weights and biases alike are U(−1/√fan_in, 1/√fan_in), with fan_in = C_in·k²
+    for a conv and its paired transposed conv and the input size of each dense
+    layer (spec §3.5; not Flax's defaults). All values come from one uniform
+    draw of ``key`` that is cut into the parameters on the host: one random
+    kernel to compile instead of one per parameter shape, which keeps start-up
+    fast on CPU.
+
+    Returns:
+      ``(fwd_params, fb_params)``, tuples of length N. ``fb_params[0]`` (G^0)
+      is built for parity with the reference but never trained or used.
+    """
+    specs = [_block_param_specs(b) for b in net.blocks]
+    total = sum(math.prod(shape) for f, g in specs for _, shape, _ in (*f, *g))
+    u = np.asarray(jax.random.uniform(key, (total,), jnp.float32, -1.0, 1.0), np.float64)
+    offset = 0
+
+    def take(group):
+        nonlocal offset
+        out = {}
+        for name, shape, fan_in in group:
+            size = math.prod(shape)
+            values = u[offset : offset + size].reshape(shape) / math.sqrt(fan_in)
+            out[name] = jnp.asarray(values, dtype)
+            offset += size
+        return out
+
+    fwd, fb = [], []
+    for f, g in specs:
+        fwd.append(take(f))
+        fb.append(take(g))
+    return tuple(fwd), tuple(fb)
+
+
+def init_block(key: jax.Array, block: Block, dtype=jnp.float32) -> tuple[Params, Params]:
+    """Initialise one (F, G) pair as :func:`init_params` does."""
+    (f,), (g,) = init_params(key, Network("block", (block,)), dtype)
+    return f, g
+
+
+def symmetric_fb_params(net: Network, fwd_params):
+    """Feedback parameters with G^n's weights equal to F^n's adjoint (copied, not aliased).
+
+    G's biases are zero, as in the reference's ``init_symetric_weights``; they
+    cancel in every DTP difference anyway (spec §1.2, §3.5).
+    """
+    out = []
+    for block, f in zip(net.blocks, fwd_params):
+        kernel = f["kernel"] if isinstance(block, ConvBlock) else f["kernel"].T
+        g = {"kernel": jnp.array(kernel)}
+        if block.use_bias:
+            cin = block.in_shape[2] if isinstance(block, ConvBlock) else block.in_features
+            g["bias"] = jnp.zeros((cin,), kernel.dtype)
+        out.append(g)
+    return tuple(out)
+
+
+def fb_weight_as_forward(block: Block, g: Params) -> jax.Array:
+    """G^n's weight in F^n's layout (for the JMC metric, spec §6.2)."""
+    return g["kernel"] if isinstance(block, ConvBlock) else g["kernel"].T
+
+
+# ---------------------------------------------------------------------------
+# Architectures.
+
+
+def lenet(
+    input_shape: tuple[int, int, int] = (32, 32, 3),
+    num_classes: int = 10,
+    channels: tuple[int, int] = (32, 64),
+    hidden: int = 512,
+    activation: str = "elu",
+    pool: bool = True,
+    use_bias: bool = True,
+) -> Network:
+    """LeNet of the paper (spec §3.2): 2 × [conv5×5 p2 → act → maxpool 3×3 s2 p1], fc 512, fc.
+
+    fc1's input size is inferred from ``input_shape`` (4096 for 32×32, 3136 for
+    28×28), as the paper's runs did with LazyLinear (spec §10.8).
+    """
+    blocks: list[Block] = []
+    shape = tuple(input_shape)
+    for i, c in enumerate(channels):
+        b = ConvBlock(
+            name=f"conv_{i}",
+            in_shape=shape,
+            features=c,
+            kernel_size=5,
+            padding=2,
+            pool=Pool(3, 2, 1) if pool else None,
+            activation=activation,
+            use_bias=use_bias,
+        )
+        blocks.append(b)
+        shape = b.out_shape
+    fc1 = DenseBlock("fc1", shape, hidden, activation, use_bias)
+    fc2 = DenseBlock("fc2", fc1.out_shape, num_classes, "identity", use_bias)
+    return Network("lenet", (*blocks, fc1, fc2))
+
+
+def simple_vgg(
+    input_shape: tuple[int, int, int] = (32, 32, 3),
+    num_classes: int = 10,
+    channels: tuple[int, ...] = (128, 128, 256, 256, 512),
+    activation: str = "elu",
+    use_bias: bool = True,
+) -> Network:
+    """SimpleVGG of the paper (spec §3.3): 5 × [conv3×3 p1 → act → maxpool 2×2 s2], fc."""
+    blocks: list[Block] = []
+    shape = tuple(input_shape)
+    for i, c in enumerate(channels):
+        b = ConvBlock(
+            f"conv_{i}", shape, c, 3, 1, pool=Pool(2, 2, 0), activation=activation, use_bias=use_bias
+        )
+        blocks.append(b)
+        shape = b.out_shape
+    blocks.append(DenseBlock("fc", shape, num_classes, "identity", use_bias))
+    return Network("simple_vgg", tuple(blocks))
+
+
+ARCHITECTURES = {"lenet": lenet, "simple_vgg": simple_vgg}
+
+
+def build_network(name: str, input_shape, num_classes: int, **kwargs) -> Network:
+    """Build a registered architecture by name."""
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown model.name {name!r}; expected one of {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[name](tuple(input_shape), num_classes, **kwargs)

@@ -1,0 +1,156 @@
+"""Targets, local losses and the gradient-matching property (paper Eq. 3-6, Thm. 4.3; spec §2)."""
+
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jdtp import dtp
+from jdtp import metrics as mt
+from jdtp import networks as nets
+
+
+def _np_elu(z):
+    return np.where(z > 0, z, np.expm1(np.minimum(z, 0)))
+
+
+def _mlp(dims=(5, 4, 3), classes=3):
+    blocks, shape = [], (dims[0],)
+    for i, d in enumerate(dims[1:]):
+        blocks.append(nets.DenseBlock(f"fc{i}", shape, d, "elu"))
+        shape = (d,)
+    blocks.append(nets.DenseBlock("out", shape, classes, "identity"))
+    return nets.Network("mlp", tuple(blocks))
+
+
+def test_output_target_and_propagation_match_float64_numpy():
+    with jax.enable_x64(True):
+        net = _mlp()
+        fwd, fb = nets.init_params(jax.random.key(0), net, jnp.float64)
+        x = jax.random.normal(jax.random.key(1), (6, 5), jnp.float64)
+        labels = jnp.array([0, 1, 2, 0, 1, 2])
+        beta = 0.3
+        s, idx = dtp.forward_pass(net, fwd, x)
+        t = dtp.propagate_targets(net, fb, s, idx, dtp.output_target(s[-1], labels, beta))
+        loss = dtp.local_loss(net, fwd, s, t)
+    P = [{k: np.asarray(v) for k, v in p.items()} for p in fwd]
+    Q = [{k: np.asarray(v) for k, v in p.items()} for p in fb]
+    h = [np.asarray(x)]
+    for n, p in enumerate(P):
+        z = h[-1] @ p["kernel"] + p["bias"]
+        h.append(z if n == len(P) - 1 else _np_elu(z))
+    logits = h[-1]
+    soft = np.exp(logits - logits.max(1, keepdims=True))
+    soft /= soft.sum(1, keepdims=True)
+    onehot = np.eye(3)[np.asarray(labels)]
+    tn = [None] * 4
+    tn[3] = logits - beta * (soft - onehot)  # Eq. 3 with the code's sign
+    for n in (2, 1):
+        act = (lambda z: z) if n == 2 else _np_elu
+        G = lambda z, n=n, act=act: act(z) @ Q[n]["kernel"] + Q[n]["bias"]  # noqa: E731
+        tn[n] = h[n] + G(tn[n + 1]) - G(h[n + 1])  # Eq. 4
+    for n in (1, 2, 3):
+        np.testing.assert_allclose(np.asarray(t[n]), tn[n], rtol=1e-10, atol=1e-12)
+    ref_loss = sum(0.5 * np.mean(np.sum((h[n] - tn[n]) ** 2, 1)) for n in (1, 2, 3))  # Eq. 6, no 1/β
+    np.testing.assert_allclose(float(loss), ref_loss, rtol=1e-10)
+    assert t[0] is None
+
+
+def test_each_local_loss_only_moves_its_own_block():
+    net = nets.lenet((8, 8, 2), 3, channels=(3, 4), hidden=6)
+    fwd, fb = nets.init_params(jax.random.key(0), net)
+    x = jax.random.normal(jax.random.key(1), (4, 8, 8, 2))
+    labels = jnp.array([0, 1, 2, 0])
+    s, idx = dtp.forward_pass(net, fwd, x)
+    t = dtp.propagate_targets(net, fb, s, idx, dtp.output_target(s[-1], labels, 0.5))
+    total = jax.grad(lambda p: dtp.local_loss(net, p, s, t))(fwd)
+    for n, block in enumerate(net.blocks):
+
+        def term(p, n=n, block=block):
+            y, _ = nets.forward_block(block, p[n], jax.lax.stop_gradient(s[n]))
+            return dtp.block_local_loss(y, t[n + 1])
+
+        alone = jax.grad(term)(fwd)
+        chex.assert_trees_all_close(total[n], alone[n], atol=1e-6)
+        for m in range(len(fwd)):
+            if m != n:  # the n-th term has exactly zero gradient elsewhere
+                chex.assert_trees_all_equal(alone[m], jax.tree.map(jnp.zeros_like, fwd[m]))
+    # The one-pass VJP implementation equals jax.grad of the summed loss.
+    grads, aux = dtp.dtp_forward_grads(net, fwd, fb, x, labels, 0.5)
+    chex.assert_trees_all_close(grads, total, atol=1e-6)
+    np.testing.assert_allclose(aux["loss"], dtp.local_loss(net, fwd, s, t), rtol=1e-6)
+
+
+@pytest.mark.parametrize("beta", [1e-2, 1e-4])
+def test_gradient_matching_linear_network(beta):
+    """Thm. 4.3: with G = Fᵀ in a linear network, DTP update / β = BP gradient."""
+    with jax.enable_x64(True):
+        net = nets.lenet(
+            (8, 8, 2), 4, channels=(3, 4), hidden=6, activation="identity", pool=False, use_bias=False
+        )
+        fwd, _ = nets.init_params(jax.random.key(0), net, jnp.float64)
+        fb = nets.symmetric_fb_params(net, fwd)
+        x = jax.random.normal(jax.random.key(1), (5, 8, 8, 2), jnp.float64)
+        labels = jnp.array([0, 1, 2, 3, 0])
+        dtp_g, _ = dtp.dtp_forward_grads(net, fwd, fb, x, labels, beta)
+        bp_g, _ = dtp.bp_grads(net, fwd, x, labels)
+        dists, angles = mt.gmp_metrics(dtp_g, bp_g, beta)
+    assert np.max(np.asarray(angles)) < 1.0, angles
+    assert np.max(np.asarray(dists)) < 1e-2, dists
+
+
+def test_gradient_matching_needs_symmetric_feedback():
+    """Control: with random G the same linear network's hidden-layer updates are far from BP."""
+    net = nets.lenet(
+        (8, 8, 2), 4, channels=(3, 4), hidden=6, activation="identity", pool=False, use_bias=False
+    )
+    fwd, fb = nets.init_params(jax.random.key(0), net)
+    x = jax.random.normal(jax.random.key(1), (5, 8, 8, 2))
+    labels = jnp.array([0, 1, 2, 3, 0])
+    dtp_g, _ = dtp.dtp_forward_grads(net, fwd, fb, x, labels, 1e-3)
+    bp_g, _ = dtp.bp_grads(net, fwd, x, labels)
+    _, angles = mt.gmp_metrics(dtp_g, bp_g, 1e-3)
+    assert float(angles[-1]) < 1.0  # the output target needs no G
+    assert float(jnp.min(angles[:-1])) > 20.0
+
+
+def test_gradient_matching_lenet_symmetric(xla_optimized):
+    """LeNet (ELU, overlapping pools) with G = Fᵀ: fc1 < 1°, conv_1 < 5° (paper Fig. 3, L-DRL_sym)."""
+    net = nets.lenet()
+    fwd, _ = nets.init_params(jax.random.key(0), net)
+    fwd = tuple({"kernel": p["kernel"], "bias": jnp.zeros_like(p["bias"])} for p in fwd)
+    fb = nets.symmetric_fb_params(net, fwd)
+    x = jax.random.normal(jax.random.key(1), (32, 32, 32, 3))
+    labels = jnp.arange(32) % 10
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def angles(mode, fwd, fb):
+        dtp_g, _ = dtp.dtp_forward_grads(net, fwd, fb, x, labels, 0.005, mode)
+        bp_g, _ = dtp.bp_grads(net, fwd, x, labels)
+        return mt.gmp_metrics(dtp_g, bp_g, 0.005)[1]
+
+    a_set, a_add = angles("set", fwd, fb), angles("add", fwd, fb)
+    print("GMP angles (conv_0, conv_1, fc1, fc2), set:", a_set, "add:", a_add)
+    for a in (a_set, a_add):
+        assert float(a[3]) < 0.1
+        assert float(a[2]) < 1.0
+        assert float(a[1]) < 5.0
+        assert float(a[0]) < 45.0
+
+
+def test_bp_grads_match_finite_differences():
+    with jax.enable_x64(True):
+        net = _mlp()
+        fwd, _ = nets.init_params(jax.random.key(0), net, jnp.float64)
+        x = jax.random.normal(jax.random.key(1), (4, 5), jnp.float64)
+        labels = jnp.array([0, 1, 2, 1])
+        grads, (loss, _) = dtp.bp_grads(net, fwd, x, labels)
+        eps = 1e-6
+        bumped = jax.tree.map(lambda a: a, fwd)
+        bumped = list(bumped)
+        bumped[1] = {**fwd[1], "kernel": fwd[1]["kernel"].at[0, 0].add(eps)}
+        loss2, _ = dtp.bp_loss(net, tuple(bumped), x, labels)
+    np.testing.assert_allclose((loss2 - loss) / eps, grads[1]["kernel"][0, 0], rtol=1e-4)

@@ -1,0 +1,220 @@
+"""L-DRL feedback loss and its training loop (paper Eq. 13-17, Alg. 3; spec §1)."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jdtp import dtp, feedback
+from jdtp import metrics as mt
+from jdtp import networks as nets
+
+
+def _dense_block(fin, fout, activation="identity", use_bias=True):
+    return nets.DenseBlock("d", (fin,), fout, activation, use_bias)
+
+
+def _np_elu(z):
+    return np.where(z > 0, z, np.expm1(np.minimum(z, 0)))
+
+
+def test_ldrl_loss_matches_float64_numpy():
+    """One draw of the loss against an independent NumPy computation (ELU dense block)."""
+    with jax.enable_x64(True):
+        block = _dense_block(5, 4, "elu")
+        f, g = nets.init_block(jax.random.key(0), block, jnp.float64)
+        x = jax.random.normal(jax.random.key(1), (6, 5), jnp.float64)
+        y, _ = nets.forward_block(block, f, x)
+        key, sigma = jax.random.key(2), 0.3
+        got = feedback.ldrl_loss(block, g, f, x, y, None, key, sigma)
+        dx, dy = feedback.draw_noise(key, x, y, sigma)
+    W, b, V, c = (np.asarray(a, np.float64) for a in (f["kernel"], f["bias"], g["kernel"], g["bias"]))
+    xn, dxn, dyn = (np.asarray(a, np.float64) for a in (x, dx, dy))
+    F = lambda z: _np_elu(z @ W + b)  # noqa: E731
+    G = lambda z: _np_elu(z) @ V + c  # noqa: E731
+    yn = F(xn)
+    r = G(yn)
+    dr = G(F(xn + dxn)) - r
+    dr_y = G(yn + dyn) - r
+    ref = np.mean(-2 * np.sum(dxn * dr, 1) + np.sum(dr_y**2, 1))
+    np.testing.assert_allclose(float(got), ref, rtol=1e-10)
+
+
+def test_noise_shapes_order_and_independence():
+    x, y = jnp.zeros((64, 3, 3, 2)), jnp.zeros((64, 7))
+    key = jax.random.key(5)
+    dx, dy = feedback.draw_noise(key, x, y, 0.5)
+    chex.assert_shape(dx, x.shape)
+    chex.assert_shape(dy, y.shape)
+    k_eps, k_eta = jax.random.split(key)  # ε first, then η
+    chex.assert_trees_all_close(dx, 0.5 * jax.random.normal(k_eps, x.shape))
+    chex.assert_trees_all_close(dy, 0.5 * jax.random.normal(k_eta, y.shape))
+    # i.i.d. per element: std ≈ σ and near-zero correlation between samples.
+    np.testing.assert_allclose(np.std(dx), 0.5, rtol=0.05)
+    flat = np.asarray(dx).reshape(64, -1)
+    assert abs(np.corrcoef(flat[:, 0], flat[:, 1])[0, 1]) < 0.35
+
+
+def test_noisy_reconstruction_uses_noisy_pool_indices():
+    """dr uses ι(x + dx), dr_y and r use the clean ι(x) (spec §1.2)."""
+    net = nets.lenet((8, 8, 2), 3, channels=(3, 4), hidden=5)
+    fwd, fb = nets.init_params(jax.random.key(0), net)
+    block = net.blocks[1]
+    x = jax.random.normal(jax.random.key(1), (4, *block.in_shape))
+    y, idx = nets.forward_block(block, fwd[1], x)
+    sigma, key = 0.5, jax.random.key(7)
+    dx, dy = feedback.draw_noise(key, x, y, sigma)
+    y_noisy, idx_noisy = nets.forward_block(block, fwd[1], x + dx)
+    assert not np.array_equal(idx, idx_noisy)  # large σ moves some argmaxes
+    r = nets.feedback_block(block, fb[1], y, idx)
+    dr_ref = nets.feedback_block(block, fb[1], y_noisy, idx_noisy) - r
+    dr_y_ref = nets.feedback_block(block, fb[1], y + dy, idx) - r
+    dr, dr_y = feedback.ldrl_terms(block, fb[1], fwd[1], x, y, idx, dx, dy)
+    chex.assert_trees_all_close(dr, dr_ref, atol=1e-6)
+    chex.assert_trees_all_close(dr_y, dr_y_ref, atol=1e-6)
+    wrong = nets.feedback_block(block, fb[1], y_noisy, idx) - r
+    assert not np.allclose(dr, wrong, atol=1e-4)
+
+
+def test_ldrl_gradient_oracle_linear():
+    """E[∇_V L] = 2σ²(V − Wᵀ) for linear F(x) = xW, G(y) = yV (spec §7.1); ∇_c L = 0 exactly."""
+    fin, fout, sigma = 6, 4, 0.2
+    block = _dense_block(fin, fout)
+    f, g = nets.init_block(jax.random.key(0), block)
+    x = jax.random.normal(jax.random.key(1), (4096, fin))
+    y, _ = nets.forward_block(block, f, x)
+
+    grad_fn = jax.jit(jax.grad(lambda g, k: feedback.ldrl_loss(block, g, f, x, y, None, k, sigma)))
+    grads = [grad_fn(g, jax.random.fold_in(jax.random.key(2), i)) for i in range(16)]
+    mean_v = np.mean([np.asarray(gr["kernel"]) for gr in grads], axis=0)
+    expected = 2 * sigma**2 * (np.asarray(g["kernel"]) - np.asarray(f["kernel"]).T)
+    # 65k noise samples: Monte-Carlo error ≈ 1% of the largest entries.
+    np.testing.assert_allclose(mean_v, expected, atol=0.03 * np.abs(expected).max())
+    for gr in grads:
+        chex.assert_trees_all_equal(gr["bias"], jnp.zeros_like(gr["bias"]))
+
+
+def test_ldrl_bias_gradient_is_zero_for_conv_block():
+    net = nets.lenet((8, 8, 2), 3, channels=(3, 4), hidden=5)
+    fwd, fb = nets.init_params(jax.random.key(0), net)
+    x = jax.random.normal(jax.random.key(1), (4, *net.blocks[1].in_shape))
+    y, idx = nets.forward_block(net.blocks[1], fwd[1], x)
+    grads = jax.grad(
+        lambda g: feedback.ldrl_loss(net.blocks[1], g, fwd[1], x, y, idx, jax.random.key(3), 0.1)
+    )(fb[1])
+    assert float(jnp.max(jnp.abs(grads["kernel"]))) > 0
+    chex.assert_trees_all_equal(grads["bias"], jnp.zeros_like(grads["bias"]))
+
+
+def test_jvp_probe_terms_match_jacobians():
+    """dr = ∂G(y)·∂F(x)·dx and dr_y = ∂G(y)·dy, checked with jax.jacfwd on a tiny block."""
+    block = _dense_block(5, 3, "elu")
+    f, g = nets.init_block(jax.random.key(0), block)
+    x = jax.random.normal(jax.random.key(1), (1, 5))
+    y, _ = nets.forward_block(block, f, x)
+    dx, dy = feedback.draw_noise(jax.random.key(2), x, y, 0.1)
+    dr, dr_y = feedback.ldrl_terms(block, g, f, x, y, None, dx, dy, probe="jvp")
+    jf = jax.jacfwd(lambda z: nets.forward_block(block, f, z[None])[0][0])(x[0])  # [3, 5]
+    jg = jax.jacfwd(lambda z: nets.feedback_block(block, g, z[None], None)[0])(y[0])  # [5, 3]
+    chex.assert_trees_all_close(dr[0], jg @ jf @ dx[0], atol=1e-6)
+    chex.assert_trees_all_close(dr_y[0], jg @ dy[0], atol=1e-6)
+
+
+def test_difference_probe_converges_to_jvp_probe():
+    """As σ → 0, ∇ω of the difference loss / σ² → that of the jvp loss / σ² (same ε, η)."""
+    with jax.enable_x64(True):
+        net = nets.lenet((8, 8, 2), 3, channels=(3, 4), hidden=6)
+        fwd, fb = nets.init_params(jax.random.key(0), net, jnp.float64)
+        x = jax.random.normal(jax.random.key(1), (4, 8, 8, 2), jnp.float64)
+        s, idx = dtp.forward_pass(net, fwd, x)
+        errors = {}
+        for n in (1, 2, 3):
+            b = net.blocks[n]
+            errs = []
+            grad = jax.jit(
+                jax.grad(
+                    lambda g, sigma, probe, b=b, n=n: feedback.ldrl_loss(
+                        b, g, fwd[n], s[n], s[n + 1], idx[n], jax.random.key(9), sigma, probe=probe
+                    )
+                ),
+                static_argnums=2,
+            )
+            for sigma in (1e-2, 1e-3, 1e-4):
+                d, j = grad(fb[n], sigma, "difference"), grad(fb[n], sigma, "jvp")
+                errs.append(float(jnp.linalg.norm(d["kernel"] - j["kernel"]) / jnp.linalg.norm(j["kernel"])))
+            errors[n] = errs
+    # Hidden blocks (ELU, pooling): the gap shrinks ∝ σ. Output block (linear): exact at any σ.
+    for n in (1, 2):
+        assert errors[n][-1] < 1e-3 and errors[n][-1] < errors[n][0] / 10, (n, errors[n])
+        assert errors[n][0] > 1e-6, (n, errors[n])  # the probes really differ at finite σ
+    assert max(errors[3]) < 1e-9, errors[3]
+
+
+def _output_layer_problem(batch=128):
+    net = nets.lenet()
+    fwd, fb = nets.init_params(jax.random.key(0), net)
+    x = jax.random.normal(jax.random.key(1), (batch, 32, 32, 3))
+    s, _ = dtp.forward_pass(net, fwd, x)
+    return net, fwd, fb, s
+
+
+def test_jmc_convergence_output_layer(xla_optimized):
+    """Paper Fig. 2, CPU-sized: L-DRL on LeNet's output block aligns G with Fᵀ."""
+    net, fwd, fb, s = _output_layer_problem()
+    block, tx = net.blocks[3], optax.sgd(0.02, momentum=0.9)
+    run = jax.jit(
+        lambda g, st, k: feedback.train_feedback_layer(
+            block, g, st, tx, fwd[3], s[3], s[4], None, k, 400, 0.08
+        )
+    )
+    g, st, angles = fb[3], tx.init(fb[3]), []
+    for chunk in range(5):  # 2000 iterations
+        g, st, losses = run(g, st, jax.random.fold_in(jax.random.key(2), chunk))
+        angles.append(float(mt.angle(fwd[3]["kernel"], g["kernel"].T)))
+    print("JMC angles every 400 iterations:", angles)
+    assert angles[0] > 30  # starts far (≈ 90° at init)
+    assert angles[-1] < 8.0
+    assert angles[-1] < angles[-2] < angles[-3]  # still falling
+    assert float(mt.relative_distance(fwd[3]["kernel"], g["kernel"].T)) < 0.2
+
+
+def test_scan_equals_python_loop():
+    net = nets.lenet((8, 8, 2), 3, channels=(3, 4), hidden=6)
+    fwd, fb = nets.init_params(jax.random.key(0), net)
+    x = jax.random.normal(jax.random.key(1), (4, 8, 8, 2))
+    s, idx = dtp.forward_pass(net, fwd, x)
+    block, tx, K, sigma, key = net.blocks[1], optax.sgd(0.05, momentum=0.9), 5, 0.2, jax.random.key(3)
+    g_scan, st_scan, losses = feedback.train_feedback_layer(
+        block, fb[1], tx.init(fb[1]), tx, fwd[1], s[1], s[2], idx[1], key, K, sigma
+    )
+    g, st, loop_losses = fb[1], tx.init(fb[1]), []
+    for k in jax.random.split(key, K):
+        loss, grads = jax.value_and_grad(
+            lambda g_: feedback.ldrl_loss(block, g_, fwd[1], s[1], s[2], idx[1], k, sigma)
+        )(g)
+        updates, st = tx.update(grads, st, g)
+        g = optax.apply_updates(g, updates)
+        loop_losses.append(loss)
+    chex.assert_trees_all_close(g_scan, g, atol=1e-6, rtol=1e-5)
+    chex.assert_trees_all_close(st_scan, st, atol=1e-6, rtol=1e-5)
+    chex.assert_trees_all_close(losses, jnp.stack(loop_losses), rtol=1e-5)
+    assert not np.allclose(g_scan["kernel"], fb[1]["kernel"])
+
+
+def test_train_feedback_only_trains_g1_to_gn_and_validates_probe():
+    net = nets.lenet((8, 8, 2), 3, channels=(3, 4), hidden=6)
+    fwd, fb = nets.init_params(jax.random.key(0), net)
+    s, idx = dtp.forward_pass(net, fwd, jax.random.normal(jax.random.key(1), (4, 8, 8, 2)))
+    txs = feedback.make_fb_optimizers((0.01, 0.01, 0.01))
+    states = tuple(tx.init(fb[n + 1]) for n, tx in enumerate(txs))
+    new_fb, _, losses = feedback.train_feedback(
+        net, fwd, fb, states, txs, s, idx, jax.random.key(2), (2, 3, 4), (0.1, 0.1, 0.1)
+    )
+    chex.assert_trees_all_equal(new_fb[0], fb[0])  # G^0 is never trained
+    assert [l.shape for l in losses] == [(2,), (3,), (4,)]
+    for n in (1, 2, 3):
+        assert not np.allclose(new_fb[n]["kernel"], fb[n]["kernel"])
+    with pytest.raises(ValueError, match="probe"):
+        feedback.ldrl_loss(net.blocks[3], fb[3], fwd[3], s[3], s[4], None, jax.random.key(0), 0.1, probe="fd")
