@@ -9,6 +9,8 @@ can be overridden from the command line, e.g. ``--config.dtp.beta=0.5`` or
 
 from __future__ import annotations
 
+from typing import Any
+
 import ml_collections
 
 
@@ -22,6 +24,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.model.channels = (32, 64)
     c.model.hidden = 512  # LeNet's fc1 width (ignored by simple_vgg)
     c.model.activation = "elu"
+    c.model.conv_impl = "auto"  # 'auto' (im2col on CPU, XLA convs elsewhere), 'xla' or 'im2col'
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "synthetic"  # mnist, fashion_mnist, cifar10, imagenet32, digits, synthetic
@@ -65,5 +68,145 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.checkpoint_every_steps = 1000
     c.max_checkpoints_to_keep = 2
     c.matmul_precision = "highest"  # recorded in the run's hyperparameters
-    c.dtype = "float32"
+    c.mesh_devices = -1  # devices on the ('data',) mesh; -1 = all, across hosts
     return c
+
+
+class ConfigError(ValueError):
+    """A config value is out of range or a per-layer list has the wrong length."""
+
+
+ALGORITHMS = ("dtp", "bp")
+SCHEDULES = ("cosine", "step", "constant")
+PRECISIONS = ("default", "high", "highest")
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def validate_config(config: ml_collections.ConfigDict, num_trainable_fb: int, model_name: str = "") -> None:
+    """Strict checks run when a run starts; raises one :class:`ConfigError` naming the field.
+
+    Args:
+      config: the run's config.
+      num_trainable_fb: number of trainable feedback blocks G^1..G^{N-1} of the network.
+      model_name: used in messages.
+    """
+    _check(
+        config.algorithm in ALGORITHMS, f"config.algorithm={config.algorithm!r}, expected one of {ALGORITHMS}"
+    )
+    d = config.dtp
+    for field in ("noise_scale", "num_fb_iters", "fb_lr"):
+        value = tuple(d[field])
+        _check(
+            len(value) == num_trainable_fb,
+            f"config.dtp.{field} has {len(value)} entries {value}, expected {num_trainable_fb}: one per "
+            f"trainable feedback block G^1..G^{num_trainable_fb} of {model_name or config.model.name}",
+        )
+    for i, v in enumerate(d.noise_scale):
+        _check(v > 0, f"config.dtp.noise_scale[{i}]={v}, expected > 0")
+    for i, v in enumerate(d.num_fb_iters):
+        _check(int(v) == v and v >= 1, f"config.dtp.num_fb_iters[{i}]={v}, expected an integer >= 1")
+    for i, v in enumerate(d.fb_lr):
+        _check(v > 0, f"config.dtp.fb_lr[{i}]={v}, expected > 0")
+    _check(d.beta > 0, f"config.dtp.beta={d.beta}, expected > 0")
+    _check(0 <= d.fb_momentum < 1, f"config.dtp.fb_momentum={d.fb_momentum}, expected in [0, 1)")
+    _check(
+        d.unpool_mode in ("set", "add"), f"config.dtp.unpool_mode={d.unpool_mode!r}, expected 'set' or 'add'"
+    )
+    _check(d.probe in ("difference", "jvp"), f"config.dtp.probe={d.probe!r}, expected 'difference' or 'jvp'")
+    _check(d.unroll >= 1, f"config.dtp.unroll={d.unroll}, expected >= 1")
+    o = config.optim
+    _check(o.lr > 0, f"config.optim.lr={o.lr}, expected > 0")
+    _check(0 <= o.momentum < 1, f"config.optim.momentum={o.momentum}, expected in [0, 1)")
+    _check(o.weight_decay >= 0, f"config.optim.weight_decay={o.weight_decay}, expected >= 0")
+    _check(o.schedule in SCHEDULES, f"config.optim.schedule={o.schedule!r}, expected one of {SCHEDULES}")
+    _check(o.t_max >= 1, f"config.optim.t_max={o.t_max}, expected >= 1")
+    _check(config.data.batch_size >= 1, f"config.data.batch_size={config.data.batch_size}, expected >= 1")
+    _check(
+        config.data.eval_batch_size >= 1,
+        f"config.data.eval_batch_size={config.data.eval_batch_size}, expected >= 1",
+    )
+    _check(
+        0 <= config.data.validation_split < 1,
+        f"config.data.validation_split={config.data.validation_split}, expected in [0, 1)",
+    )
+    _check(config.num_epochs >= 1, f"config.num_epochs={config.num_epochs}, expected >= 1")
+    _check(
+        config.num_train_steps == -1 or config.num_train_steps >= 1,
+        f"config.num_train_steps={config.num_train_steps}, expected -1 (derive from epochs) or >= 1",
+    )
+    for field in ("log_every_steps", "checkpoint_every_steps", "eval_every_epochs"):
+        _check(config[field] >= 1, f"config.{field}={config[field]}, expected >= 1")
+    _check(config.gmp_every_steps >= 0, f"config.gmp_every_steps={config.gmp_every_steps}, expected >= 0")
+    _check(config.gmp_beta > 0, f"config.gmp_beta={config.gmp_beta}, expected > 0")
+    _check(
+        config.matmul_precision in PRECISIONS,
+        f"config.matmul_precision={config.matmul_precision!r}, expected one of {PRECISIONS}",
+    )
+    _check(
+        config.mesh_devices == -1 or config.mesh_devices >= 1, f"config.mesh_devices={config.mesh_devices}"
+    )
+
+
+def parse_variant(variant: str) -> set[str]:
+    """``'bp,smoke'`` -> ``{'bp', 'smoke'}``."""
+    return {v.strip() for v in (variant or "").split(",") if v.strip()}
+
+
+def apply_common_variants(
+    config: ml_collections.ConfigDict,
+    variants: set[str],
+    bp: dict[str, Any] | None = None,
+    known: tuple[str, ...] = (),
+) -> ml_collections.ConfigDict:
+    """Variants shared by every experiment file.
+
+    - ``bp``: the backprop baseline of the experiment (spec §4.5); ``bp`` holds
+      its overrides as dotted keys, e.g. ``{'optim.lr': 0.03, 'data.batch_size': 193}``.
+    - ``smoke``: the same experiment shrunk to seconds on a CPU: synthetic data
+      with the real shapes, tiny batch, 2 feedback iterations per layer, 4 steps.
+
+    Raises:
+      ConfigError: for a variant the file does not know.
+    """
+    allowed = {"bp", "smoke", *known}
+    unknown = variants - allowed
+    if unknown:
+        raise ConfigError(f"unknown config variant(s) {sorted(unknown)}; this file knows {sorted(allowed)}")
+    if "bp" in variants:
+        config.algorithm = "bp"
+        for dotted, value in (bp or {}).items():
+            node = config
+            *path, leaf = dotted.split(".")
+            for part in path:
+                node = node[part]
+            node[leaf] = value
+    if "smoke" in variants:
+        config.data.synthetic_shape = SHAPES.get(config.data.name, tuple(config.data.synthetic_shape))
+        config.data.synthetic_num_classes = CLASSES.get(config.data.name, config.data.synthetic_num_classes)
+        config.data.name = "synthetic"
+        config.data.batch_size = 8
+        config.data.eval_batch_size = 16
+        config.data.synthetic_train_size = 32
+        config.data.synthetic_eval_size = 32
+        config.dtp.num_fb_iters = tuple(2 for _ in config.dtp.num_fb_iters)
+        config.num_train_steps = 4
+        config.log_every_steps = 2
+        config.gmp_every_steps = 2
+        config.checkpoint_every_steps = 2
+    return config
+
+
+# Input shapes and classes of the registered datasets (for the smoke variant only;
+# the real values come from jdtp.input_pipeline at run time).
+SHAPES = {
+    "mnist": (28, 28, 1),
+    "fashion_mnist": (28, 28, 1),
+    "cifar10": (32, 32, 3),
+    "imagenet32": (32, 32, 3),
+    "digits": (8, 8, 1),
+}
+CLASSES = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "imagenet32": 1000, "digits": 10}

@@ -48,8 +48,9 @@ def propagate_targets(
     """Difference target propagation, paper Eq. 4 / Eq. 5.
 
     t^n = s^n + G^n(t^{n+1}; ι(s^n)) − G^n(s^{n+1}; ι(s^n)) for n = N−1 … 1,
-    with the *clean* pool indices of F^n. Computed without gradients. G's bias
-    cancels in the difference and is left out, so the cancellation is exact.
+    with the *clean* pool indices of F^n. Computed without gradients, as one
+    linear map of the difference of G's transformed inputs, so G's bias
+    cancels exactly (``networks.feedback_difference``).
 
     Returns:
       Tuple of length N + 1: ``(None, t^1, …, t^N)``.
@@ -59,9 +60,8 @@ def propagate_targets(
     t[n_blocks] = jax.lax.stop_gradient(t_last)
     for n in range(n_blocks - 1, 0, -1):
         block, g = net.blocks[n], fb_params[n]
-        g_t = nets.feedback_block(block, g, t[n + 1], idx[n], unpool_mode, with_bias=False)
-        g_s = nets.feedback_block(block, g, s[n + 1], idx[n], unpool_mode, with_bias=False)
-        t[n] = jax.lax.stop_gradient(s[n] + g_t - g_s)
+        diff = nets.feedback_difference(block, g, t[n + 1], idx[n], s[n + 1], idx[n], unpool_mode)
+        t[n] = jax.lax.stop_gradient(s[n] + diff)
     return tuple(t)
 
 

@@ -57,15 +57,13 @@ def ldrl_terms(
       ``(dr, dr_y)``, both with the shape of x.
     """
     if probe == "difference":
-        # G's bias cancels in both differences: leave it out (exactly zero gradient).
-        def g(y_, idx_):
-            return nets.feedback_block(block, g_params, y_, idx_, unpool_mode, with_bias=False)
-
-        r = g(y, idx)
+        # G = linear ∘ input-transform + bias, so each difference of G outputs is the
+        # linear part applied to a difference of transformed inputs: the bias cancels
+        # exactly (zero gradient) and two transposed convolutions replace three.
         y_noisy, idx_noisy = nets.forward_block(block, f_params, x + dx)
         y_noisy = jax.lax.stop_gradient(y_noisy)  # F is never differentiated
-        dr = g(y_noisy, idx_noisy) - r
-        dr_y = g(y + dy, idx) - r
+        dr = nets.feedback_difference(block, g_params, y_noisy, idx_noisy, y, idx, unpool_mode)
+        dr_y = nets.feedback_difference(block, g_params, y + dy, idx, y, idx, unpool_mode)
         return dr, dr_y
     if probe == "jvp":
         # In the σ → 0 limit the noisy pool indices equal the clean ones.

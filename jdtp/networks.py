@@ -58,6 +58,7 @@ class ConvBlock:
     pool: Pool | None = None
     activation: str = "elu"
     use_bias: bool = True
+    conv_impl: str = "xla"  # 'xla' or 'im2col' (see resolve_conv_impl)
 
     @property
     def conv_shape(self) -> tuple[int, int, int]:
@@ -255,8 +256,46 @@ def _unpool_add(y: jax.Array, idx: jax.Array, pool: Pool, out_hw: tuple[int, int
 # Convolutions. G's transposed conv is the adjoint of F's conv (spec §11).
 
 
-def conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
-    """Cross-correlation as ``nn.Conv2d``: ``x [B,H,W,Cin]``, ``kernel [k,k,Cin,Cout]``."""
+CONV_IMPLS = ("xla", "im2col")
+
+
+def resolve_conv_impl(impl: str = "auto") -> str:
+    """``'auto'`` picks ``'im2col'`` on CPU and XLA's library convolutions elsewhere.
+
+    XLA's CPU convolutions (and especially their weight gradients) run far
+    below the machine's matrix-product speed; one matrix product over
+    explicit patches is several times faster there (see benchmarks/NOTES.md).
+    Accelerators keep their convolution kernels.
+    """
+    if impl == "auto":
+        return "im2col" if jax.default_backend() == "cpu" else "xla"
+    if impl not in CONV_IMPLS:
+        raise ValueError(f"unknown conv implementation {impl!r}; expected 'auto' or one of {CONV_IMPLS}")
+    return impl
+
+
+def _patches(x: jax.Array, k: int, stride: int, padding: int) -> jax.Array:
+    """``[B, H_out, W_out, k·k·C_in]`` patches in (di, dj, c) order, matching an HWIO kernel."""
+    _, h, w, _ = x.shape
+    ho, wo = (h + 2 * padding - k) // stride + 1, (w + 2 * padding - k) // stride + 1
+    xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    cols = [
+        xp[:, di : di + stride * (ho - 1) + 1 : stride, dj : dj + stride * (wo - 1) + 1 : stride, :]
+        for di in range(k)
+        for dj in range(k)
+    ]
+    return jnp.concatenate(cols, axis=-1)
+
+
+def conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int, impl: str = "xla") -> jax.Array:
+    """Cross-correlation as ``nn.Conv2d``: ``x [B,H,W,Cin]``, ``kernel [k,k,Cin,Cout]``.
+
+    ``impl='im2col'`` computes the same numbers as one matrix product over
+    explicit patches (faster on CPU, including its weight gradient).
+    """
+    if impl == "im2col":
+        k, _, cin, cout = kernel.shape
+        return _patches(x, k, stride, padding) @ kernel.reshape(k * k * cin, cout)
     return lax.conv_general_dilated(
         x,
         kernel,
@@ -267,16 +306,28 @@ def conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Arra
 
 
 def conv_transpose(
-    y: jax.Array, kernel: jax.Array, stride: int, padding: int, out_hw: tuple[int, int]
+    y: jax.Array,
+    kernel: jax.Array,
+    stride: int,
+    padding: int,
+    out_hw: tuple[int, int],
+    impl: str = "xla",
 ) -> jax.Array:
     """Adjoint of :func:`conv` with the same kernel (``nn.ConvTranspose2d``).
 
     ``⟨conv_transpose(y, W), x⟩ = ⟨y, conv(x, W)⟩`` for every x, y; the output
     has the spatial size ``out_hw`` of conv's input (PyTorch's output_padding).
     """
+    k = kernel.shape[0]
+    same_size = tuple(out_hw) == (y.shape[1] - 2 * padding + k - 1, y.shape[2] - 2 * padding + k - 1)
+    if impl == "im2col" and stride == 1 and same_size:
+        # Stride 1: the adjoint is a convolution with the spatially flipped kernel
+        # and in/out channels swapped, padded by k − 1 − p.
+        flipped = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)
+        return conv(y, flipped, 1, k - 1 - padding, impl)
     b = y.shape[0]
     x_struct = jax.ShapeDtypeStruct((b, *out_hw, kernel.shape[2]), y.dtype)
-    (x,) = jax.linear_transpose(lambda x: conv(x, kernel, stride, padding), x_struct)(y)
+    (x,) = jax.linear_transpose(lambda x: conv(x, kernel, stride, padding, impl), x_struct)(y)
     return x
 
 
@@ -293,7 +344,7 @@ def forward_block(block: Block, params: Params, x: jax.Array) -> tuple[jax.Array
     """
     act = activation_fn(block.activation)
     if isinstance(block, ConvBlock):
-        h = conv(x, params["kernel"], block.stride, block.padding)
+        h = conv(x, params["kernel"], block.stride, block.padding, block.conv_impl)
         if block.use_bias:
             h = h + params["bias"]
         h = act(h)
@@ -306,6 +357,28 @@ def forward_block(block: Block, params: Params, x: jax.Array) -> tuple[jax.Array
     return act(h), None
 
 
+def feedback_input(block: Block, y: jax.Array, idx: Any, unpool_mode: UnpoolMode = "set") -> jax.Array:
+    """The parameter-free first part of G^n: act(unpool(y)) for conv blocks, act(y) for dense.
+
+    The activation is applied to G's *input* (spec §3.1, paper App. B), and the
+    pool indices ``idx`` must come from the F^n pass that G^n is paired with.
+    """
+    act = activation_fn(block.activation)
+    if isinstance(block, ConvBlock) and block.pool is not None:
+        hc, wc, _ = block.conv_shape
+        y = max_unpool(y, idx, block.pool, (hc, wc), unpool_mode)
+    return act(y)
+
+
+def feedback_linear(block: Block, params: Params, a: jax.Array) -> jax.Array:
+    """The linear part of G^n (transposed conv, or dense then reshape), without bias."""
+    if isinstance(block, ConvBlock):
+        return conv_transpose(
+            a, params["kernel"], block.stride, block.padding, block.in_shape[:2], block.conv_impl
+        )
+    return (a @ params["kernel"]).reshape(a.shape[0], *block.in_shape)
+
+
 def feedback_block(
     block: Block,
     params: Params,
@@ -314,27 +387,26 @@ def feedback_block(
     unpool_mode: UnpoolMode = "set",
     with_bias: bool = True,
 ) -> jax.Array:
-    """G^n: maps a value (activation or target) of s^{n+1} to the space of s^n.
+    """G^n(y) = feedback_linear(feedback_input(y)) + bias: maps s^{n+1}-space values to s^n-space.
 
-    The activation is applied to G's *input* (spec §3.1, paper App. B), and the
-    pool indices ``idx`` must come from the F^n pass that G^n is paired with.
-    G adds its bias last, so it cancels in every difference G(a) − G(b) that
-    DTP and L-DRL use; those call sites pass ``with_bias=False``, which makes
-    the cancellation exact (no rounding) and the bias gradient exactly zero.
+    Every difference G(a) − G(b) that DTP and L-DRL take is computed instead
+    as ``feedback_linear(feedback_input(a) − feedback_input(b))``: G's bias
+    cancels exactly, and one linear map (one transposed convolution) replaces
+    two. :func:`feedback_difference` does that.
     """
-    act = activation_fn(block.activation)
-    if isinstance(block, ConvBlock):
-        hc, wc, _ = block.conv_shape
-        if block.pool is not None:
-            y = max_unpool(y, idx, block.pool, (hc, wc), unpool_mode)
-        h = conv_transpose(act(y), params["kernel"], block.stride, block.padding, block.in_shape[:2])
-        if block.use_bias and with_bias:
-            h = h + params["bias"]
-        return h
-    h = act(y) @ params["kernel"]
+    h = feedback_linear(block, params, feedback_input(block, y, idx, unpool_mode))
     if block.use_bias and with_bias:
-        h = h + params["bias"]
-    return h.reshape(y.shape[0], *block.in_shape)
+        bias = params["bias"]
+        h = h + (bias if isinstance(block, ConvBlock) else bias.reshape(block.in_shape))
+    return h
+
+
+def feedback_difference(
+    block: Block, params: Params, a: jax.Array, idx_a: Any, b: jax.Array, idx_b: Any, unpool_mode="set"
+) -> jax.Array:
+    """G^n(a; ι_a) − G^n(b; ι_b), computed through one linear map (bias cancels exactly)."""
+    diff = feedback_input(block, a, idx_a, unpool_mode) - feedback_input(block, b, idx_b, unpool_mode)
+    return feedback_linear(block, params, diff)
 
 
 # ---------------------------------------------------------------------------
@@ -439,6 +511,7 @@ def lenet(
     activation: str = "elu",
     pool: bool = True,
     use_bias: bool = True,
+    conv_impl: str = "auto",
 ) -> Network:
     """LeNet of the paper (spec §3.2): 2 × [conv5×5 p2 → act → maxpool 3×3 s2 p1], fc 512, fc.
 
@@ -457,6 +530,7 @@ def lenet(
             pool=Pool(3, 2, 1) if pool else None,
             activation=activation,
             use_bias=use_bias,
+            conv_impl=resolve_conv_impl(conv_impl),
         )
         blocks.append(b)
         shape = b.out_shape
@@ -471,6 +545,7 @@ def simple_vgg(
     channels: tuple[int, ...] = (128, 128, 256, 256, 512),
     activation: str = "elu",
     use_bias: bool = True,
+    conv_impl: str = "auto",
 ) -> Network:
     """SimpleVGG of the paper (spec §3.3): 5 × [conv3×3 p1 → act → maxpool 2×2 s2], fc."""
     blocks: list[Block] = []

@@ -196,12 +196,17 @@ def make_bp_train_step(
     return jax.jit(step, donate_argnums=(0,) if donate else ())
 
 
-def make_eval_step(net: nets.Network, top_k: int = 5):
-    """Jitted ``(fwd_params, batch) -> metrics`` with per-batch sums (for exact averaging)."""
+def make_eval_step(net: nets.Network, top_k: int = 5, preprocess: Preprocess | None = None):
+    """Jitted ``(fwd_params, batch) -> metrics`` with masked per-batch sums (for exact averages).
+
+    ``batch['mask']`` (1 for real examples, 0 for padding) weights every sum.
+    """
+    preprocess = preprocess or _default_preprocess
 
     def step(fwd_params, batch):
-        s, _ = dtp.forward_pass(net, fwd_params, batch["image"])
-        logits, labels = s[-1], batch["label"]
+        x, labels = preprocess(batch, None)
+        s, _ = dtp.forward_pass(net, fwd_params, x)
+        logits = s[-1]
         weight = batch.get("mask", jnp.ones(labels.shape, logits.dtype)).astype(logits.dtype)
         ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
         correct = (jnp.argmax(logits, -1) == labels).astype(logits.dtype)

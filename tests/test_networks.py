@@ -101,16 +101,37 @@ def test_unpool_modes_agree_for_non_overlapping_pools():
     chex.assert_trees_all_close(jnp.where(a != 0, x, 0.0), a)
 
 
-@pytest.mark.parametrize("k,stride,pad,hw", [(5, 1, 2, 8), (3, 1, 1, 8), (3, 2, 1, 9), (4, 2, 1, 8)])
-def test_conv_transpose_is_adjoint_of_conv(k, stride, pad, hw):
+@pytest.mark.parametrize("impl", nets.CONV_IMPLS)
+@pytest.mark.parametrize(
+    "k,stride,pad,hw", [(5, 1, 2, 8), (3, 1, 1, 8), (3, 2, 1, 9), (4, 2, 1, 8), (3, 1, 0, 6)]
+)
+def test_conv_transpose_is_adjoint_of_conv(k, stride, pad, hw, impl):
     kx, ky, kw = jax.random.split(jax.random.key(0), 3)
     w = jax.random.normal(kw, (k, k, 3, 5))
     x = jax.random.normal(kx, (2, hw, hw, 3))
-    fx = nets.conv(x, w, stride, pad)
+    fx = nets.conv(x, w, stride, pad, impl)
     y = jax.random.normal(ky, fx.shape)
-    gy = nets.conv_transpose(y, w, stride, pad, (hw, hw))
+    gy = nets.conv_transpose(y, w, stride, pad, (hw, hw), impl)
     chex.assert_shape(gy, x.shape)
     np.testing.assert_allclose(jnp.vdot(gy, x), jnp.vdot(y, fx), rtol=1e-5)
+
+
+@pytest.mark.parametrize("k,stride,pad", [(5, 1, 2), (3, 1, 1), (3, 2, 1)])
+def test_im2col_conv_equals_xla_conv_and_its_gradients(k, stride, pad):
+    kx, ky, kw = jax.random.split(jax.random.key(1), 3)
+    w = jax.random.normal(kw, (k, k, 3, 4))
+    x = jax.random.normal(kx, (2, 9, 9, 3))
+    ref = nets.conv(x, w, stride, pad, "xla")
+    chex.assert_trees_all_close(nets.conv(x, w, stride, pad, "im2col"), ref, atol=1e-4, rtol=1e-5)
+    y = jax.random.normal(ky, ref.shape)
+
+    def loss(w, impl):
+        return jnp.sum(nets.conv_transpose(y, w, stride, pad, (9, 9), impl) ** 2)
+
+    chex.assert_trees_all_close(jax.grad(loss)(w, "im2col"), jax.grad(loss)(w, "xla"), atol=1e-3, rtol=1e-4)
+    assert nets.resolve_conv_impl("auto") == "im2col"  # tests run on CPU
+    with pytest.raises(ValueError, match="conv implementation"):
+        nets.resolve_conv_impl("fft")
 
 
 @pytest.mark.parametrize("block_index", [1, 2, 3])
