@@ -141,19 +141,34 @@ def train_feedback_layer(
     """
     x = jax.lax.stop_gradient(x)
     y = jax.lax.stop_gradient(y)
-    loss_and_grad = jax.value_and_grad(
-        lambda g, k: ldrl_loss(block, g, f_params, x, y, idx, k, sigma, unpool_mode, probe)
+    return scan_optimize(
+        lambda g, k: ldrl_loss(block, g, f_params, x, y, idx, k, sigma, unpool_mode, probe),
+        g_params,
+        opt_state,
+        tx,
+        key,
+        num_fb_iters,
+        unroll,
     )
 
-    def body(carry, k):
-        g, state = carry
-        loss, grads = loss_and_grad(g, k)
-        updates, state = tx.update(grads, state, g)
-        return (optax.apply_updates(g, updates), state), loss
 
-    keys = jax.random.split(key, num_fb_iters)
-    (g_params, opt_state), losses = jax.lax.scan(body, (g_params, opt_state), keys, unroll=unroll)
-    return g_params, opt_state, losses
+def scan_optimize(loss_fn, params, opt_state, tx, key: jax.Array, num_iters: int, unroll: int = 1):
+    """``num_iters`` steps of ``tx`` on ``loss_fn(params, key_k)`` in one ``lax.scan`` over ``split(key)``.
+
+    Returns:
+      ``(params, opt_state, losses)``; ``losses[k]`` is the loss before step k.
+    """
+    loss_and_grad = jax.value_and_grad(loss_fn)
+
+    def body(carry, k):
+        p, state = carry
+        loss, grads = loss_and_grad(p, k)
+        updates, state = tx.update(grads, state, p)
+        return (optax.apply_updates(p, updates), state), loss
+
+    keys = jax.random.split(key, num_iters)
+    (params, opt_state), losses = jax.lax.scan(body, (params, opt_state), keys, unroll=unroll)
+    return params, opt_state, losses
 
 
 def make_fb_optimizers(fb_lrs, momentum: float = 0.9) -> tuple[optax.GradientTransformation, ...]:

@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from jdtp import checkpointing, config_base, feedback, input_pipeline, optim, sharding, steps
+from jdtp import checkpointing, config_base, feedback, input_pipeline, optim, sharding, steps, vanilla
 from jdtp import networks as nets
 
 
@@ -232,13 +232,15 @@ def _train_and_evaluate(config, workdir, callbacks):
     if num_steps == -1:
         num_steps = int(config.num_epochs) * steps_per_epoch
     fwd_tx, schedule = make_fwd_tx(config, steps_per_epoch)
-    is_dtp = config.algorithm == "dtp"
+    is_dtp = config.algorithm != "bp"  # any algorithm with feedback blocks to train
     hp = make_hparams(config)
     fb_txs = feedback.make_fb_optimizers(hp.fb_lr, hp.fb_momentum) if is_dtp else ()
 
     preprocess = input_pipeline.make_preprocess(info, bool(config.data.augment))
-    if is_dtp:
+    if config.algorithm == "dtp":
         train_step = steps.make_dtp_train_step(net, fwd_tx, fb_txs, hp, preprocess)
+    elif config.algorithm in vanilla.ALGORITHMS:
+        train_step = vanilla.make_train_step(net, fwd_tx, fb_txs, hp, config.algorithm, preprocess)
     else:
         train_step = steps.make_bp_train_step(net, fwd_tx, preprocess)
     eval_step = steps.make_eval_step(net, preprocess=input_pipeline.make_eval_preprocess(info))

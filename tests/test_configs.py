@@ -11,12 +11,12 @@ from jdtp import config_base, input_pipeline, train
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "configs")
 FILES = sorted(glob.glob(os.path.join(CONFIG_DIR, "*.py")))
-VARIANTS = {"lenet_cifar10.py": ["", "bp", "table6", "smoke", "bp,smoke"]}
+VARIANTS = {"lenet_cifar10.py": ["", "bp", "table6", "smoke", "bp,smoke", "gpu", "tpu", "bp,tpu"]}
 
 
 def _cases():
     for path in FILES:
-        for variant in VARIANTS.get(os.path.basename(path), ["", "bp", "smoke"]):
+        for variant in VARIANTS.get(os.path.basename(path), ["", "bp", "smoke", "gpu", "tpu"]):
             yield path, variant
 
 
@@ -96,6 +96,13 @@ def test_out_of_range_values_fail_naming_the_field(override, field):
     config = _load(os.path.join(CONFIG_DIR, "lenet_mnist.py"), "", [override])
     with pytest.raises(config_base.ConfigError, match=field.replace("[", r"\[").replace("]", r"\]")):
         config_base.validate_config(config, 3)
+
+
+def test_accelerator_variants_set_precision_and_library_convs():
+    for v in ("gpu", "tpu"):
+        c = _load(os.path.join(CONFIG_DIR, "vgg_imagenet32.py"), v)
+        assert c.matmul_precision == "highest" and c.model.conv_impl == "xla"
+        assert c.data.batch_size == 256  # the paper's global batch
 
 
 def test_unknown_variant_is_rejected():

@@ -63,7 +63,7 @@ def _abstract_like(config):
     hp = train.make_hparams(config)
     from jdtp import feedback
 
-    txs = feedback.make_fb_optimizers(hp.fb_lr) if config.algorithm == "dtp" else ()
+    txs = feedback.make_fb_optimizers(hp.fb_lr) if config.algorithm != "bp" else ()
     return steps.create_train_state(jax.random.key(0), net, fwd_tx, txs)
 
 

@@ -1,0 +1,116 @@
+"""Data parallelism: device-count invariance, multi-process runs, 8-device training (CPU only)."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from test_train import _abstract_like, _read_jsonl, _restore, tiny_config
+
+from jdtp import feedback, optim, sharding, steps, train
+from jdtp import networks as nets
+
+
+def _one_step_each(mesh_devices):
+    net = nets.lenet((16, 16, 3), 10, channels=(4, 8), hidden=16)
+    hp = steps.DTPHParams(beta=0.5, noise_scale=(0.1,) * 3, num_fb_iters=(3, 3, 3), fb_lr=(0.01,) * 3)
+    fwd_tx = optim.make_fwd_optimizer(optim.make_schedule(0.05, 10))
+    fb_txs = feedback.make_fb_optimizers(hp.fb_lr)
+    mesh = sharding.make_mesh(mesh_devices)
+    batch = {
+        "image": jax.random.normal(jax.random.key(1), (16, 16, 16, 3)),
+        "label": jnp.arange(16) % 10,
+    }
+    batch = sharding.global_batch({k: np.asarray(v) for k, v in batch.items()}, mesh)
+    out = {}
+    for name, make, txs in (
+        ("dtp", lambda: steps.make_dtp_train_step(net, fwd_tx, fb_txs, hp), fb_txs),
+        ("bp", lambda: steps.make_bp_train_step(net, fwd_tx), ()),
+    ):
+        state = sharding.replicate(steps.create_train_state(jax.random.key(0), net, fwd_tx, txs), mesh)
+        state, _ = make()(state, batch, jax.random.key(2))
+        assert state.fwd_params[0]["kernel"].sharding.is_fully_replicated
+        out[name] = jax.device_get(state)
+    return out
+
+
+def test_one_step_same_on_1_and_8_devices():
+    one, eight = _one_step_each(1), _one_step_each(8)
+    for name in ("dtp", "bp"):
+        a = jax.tree.leaves((one[name].fwd_params, one[name].fb_params))
+        b = jax.tree.leaves((eight[name].fwd_params, eight[name].fb_params))
+        rel = max(float(np.max(np.abs(x - y)) / (np.max(np.abs(x)) + 1e-12)) for x, y in zip(a, b))
+        print(f"{name}: max relative difference 1 vs 8 devices = {rel:.2e}")
+        assert rel < 1e-5, (name, rel)
+
+
+def test_batch_must_divide_over_devices():
+    mesh = sharding.make_mesh(8)
+    with pytest.raises(ValueError, match=r"config.data.batch_size=107 is not divisible by the 8 devices"):
+        sharding.check_batch_divisible(107, mesh)
+    with pytest.raises(ValueError, match="config.mesh_devices=9"):
+        sharding.make_mesh(9)
+
+
+def test_train_on_8_devices_resumes_and_logs_once(tmp_path):
+    config = tiny_config(mesh_devices=-1, num_train_steps=2, gmp_every_steps=0)
+    first = train.train_and_evaluate(config, str(tmp_path))
+    assert first["devices"] == 8 and first["steps"] == 2
+    config.num_train_steps = 4
+    second = train.train_and_evaluate(config, str(tmp_path))
+    assert second["steps"] == 4
+    records = [r["step"] for r in _read_jsonl(tmp_path / "metrics.jsonl") if "train/loss" in r]
+    assert records == [1, 2, 3, 4]
+    reference = train.train_and_evaluate(
+        tiny_config(mesh_devices=1, gmp_every_steps=0), str(tmp_path / "ref")
+    )
+    np.testing.assert_allclose(second["final_test_accuracy"], reference["final_test_accuracy"])
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_match_one_process_with_four_devices(tmp_path):
+    port = _free_port()
+    worker = os.path.join(os.path.dirname(__file__), "multiprocess_worker.py")
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, worker, str(port), "2", str(i), str(tmp_path / "mp")],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    for p, out in zip(procs, outputs):
+        assert p.returncode == 0, out[-3000:]
+    assert all("devices 4 local 2 steps 3" in out for out in outputs), [o[-500:] for o in outputs]
+    # Checkpoint written once, at step 3, and restorable; results and logs from process 0 only.
+    assert sorted(os.listdir(tmp_path / "mp" / "checkpoints")) == ["3"]
+    assert json.load(open(tmp_path / "mp" / "results.json"))["processes"] == 2
+    steps_logged = [r["step"] for r in _read_jsonl(tmp_path / "mp" / "metrics.jsonl") if "train/loss" in r]
+    assert steps_logged == [1, 2, 3]
+
+    config = tiny_config(num_train_steps=3, mesh_devices=4, checkpoint_every_steps=3, gmp_every_steps=0)
+    train.train_and_evaluate(config, str(tmp_path / "single"))
+    like = _abstract_like(config)
+    multi, _ = _restore(str(tmp_path / "mp"), like)
+    single, _ = _restore(str(tmp_path / "single"), like)
+    a = jax.tree.leaves((multi.fwd_params, multi.fb_params))
+    b = jax.tree.leaves((single.fwd_params, single.fb_params))
+    rel = max(float(np.max(np.abs(x - y)) / (np.max(np.abs(x)) + 1e-12)) for x, y in zip(a, b))
+    print(f"2 processes x 2 devices vs 1 process x 4 devices: max relative difference {rel:.2e}")
+    assert rel < 1e-5
+    chex.assert_trees_all_equal(int(multi.step), 3)
