@@ -287,6 +287,16 @@ def _patches(x: jax.Array, k: int, stride: int, padding: int) -> jax.Array:
     return jnp.concatenate(cols, axis=-1)
 
 
+def _xla_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
+    return lax.conv_general_dilated(
+        x,
+        kernel,
+        window_strides=(stride, stride),
+        padding=((padding, padding), (padding, padding)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
+
+
 def conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int, impl: str = "xla") -> jax.Array:
     """Cross-correlation as ``nn.Conv2d``: ``x [B,H,W,Cin]``, ``kernel [k,k,Cin,Cout]``.
 
@@ -296,13 +306,24 @@ def conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int, impl: str =
     if impl == "im2col":
         k, _, cin, cout = kernel.shape
         return _patches(x, k, stride, padding) @ kernel.reshape(k * k * cin, cout)
-    return lax.conv_general_dilated(
-        x,
-        kernel,
-        window_strides=(stride, stride),
-        padding=((padding, padding), (padding, padding)),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"),
-    )
+    return _xla_conv(x, kernel, stride, padding)
+
+
+def conv_kernel_grad(
+    x: jax.Array, ct: jax.Array, kernel_size: int, stride: int, padding: int, impl: str = "xla"
+) -> jax.Array:
+    """∇_W ⟨ct, conv(x, W)⟩, the kernel gradient of :func:`conv` at input x (HWIO).
+
+    Since conv is linear in W this does not depend on W. By adjointness it is
+    also ∇_W ⟨x, conv_transpose(ct, W)⟩.
+    """
+    k, cin, cout = kernel_size, x.shape[-1], ct.shape[-1]
+    if impl == "im2col":
+        patches = _patches(x, k, stride, padding).reshape(-1, k * k * cin)
+        return (patches.T @ ct.reshape(-1, cout)).reshape(k, k, cin, cout)
+    w_struct = jax.ShapeDtypeStruct((k, k, cin, cout), ct.dtype)
+    (g,) = jax.linear_transpose(lambda w: _xla_conv(x, w, stride, padding), w_struct)(ct)
+    return g
 
 
 def conv_transpose(
@@ -377,6 +398,19 @@ def feedback_linear(block: Block, params: Params, a: jax.Array) -> jax.Array:
             a, params["kernel"], block.stride, block.padding, block.in_shape[:2], block.conv_impl
         )
     return (a @ params["kernel"]).reshape(a.shape[0], *block.in_shape)
+
+
+def feedback_linear_kernel_grad(block: Block, a: jax.Array, ct: jax.Array) -> jax.Array:
+    """∇ of ⟨ct, feedback_linear(block, params, a)⟩ w.r.t. G's kernel (independent of it).
+
+    G's linear part is linear in its kernel, so this is the whole L-DRL
+    gradient machinery (``jdtp.feedback.ldrl_value_and_grad``): for a conv
+    block the adjoint identity turns it into F's conv kernel gradient at input
+    ``ct`` with cotangent ``a``; for a dense block it is ``aᵀ ct``.
+    """
+    if isinstance(block, ConvBlock):
+        return conv_kernel_grad(ct, a, block.kernel_size, block.stride, block.padding, block.conv_impl)
+    return a.reshape(a.shape[0], -1).T @ ct.reshape(ct.shape[0], -1)
 
 
 def feedback_block(
@@ -552,7 +586,15 @@ def simple_vgg(
     shape = tuple(input_shape)
     for i, c in enumerate(channels):
         b = ConvBlock(
-            f"conv_{i}", shape, c, 3, 1, pool=Pool(2, 2, 0), activation=activation, use_bias=use_bias
+            f"conv_{i}",
+            shape,
+            c,
+            3,
+            1,
+            pool=Pool(2, 2, 0),
+            activation=activation,
+            use_bias=use_bias,
+            conv_impl=resolve_conv_impl(conv_impl),
         )
         blocks.append(b)
         shape = b.out_shape

@@ -218,3 +218,43 @@ def test_train_feedback_only_trains_g1_to_gn_and_validates_probe():
         assert not np.allclose(new_fb[n]["kernel"], fb[n]["kernel"])
     with pytest.raises(ValueError, match="probe"):
         feedback.ldrl_loss(net.blocks[3], fb[3], fwd[3], s[3], s[4], None, jax.random.key(0), 0.1, probe="fd")
+
+
+@pytest.mark.parametrize("unpool_mode", ["set", "add"])
+@pytest.mark.parametrize("conv_impl", ["xla", "im2col"])
+def test_closed_form_ldrl_gradient_equals_autodiff(unpool_mode, conv_impl):
+    """ldrl_value_and_grad (closed form) = jax.value_and_grad(ldrl_loss), every LeNet and VGG layer."""
+    for net in (
+        nets.lenet(channels=(4, 8), hidden=16, conv_impl=conv_impl),
+        nets.simple_vgg(channels=(4, 4, 8, 8, 8), conv_impl=conv_impl),
+    ):
+        fwd, fb = nets.init_params(jax.random.key(0), net)
+        s, idx = dtp.forward_pass(net, fwd, jax.random.normal(jax.random.key(1), (3, 32, 32, 3)))
+        for n in range(1, net.num_blocks):
+            block, key = net.blocks[n], jax.random.key(n)
+            a_clean = nets.feedback_input(block, s[n + 1], idx[n], unpool_mode)
+            loss, grads = feedback.ldrl_value_and_grad(
+                block, fb[n], fwd[n], s[n], s[n + 1], idx[n], a_clean, key, 0.3, unpool_mode
+            )
+            ref_loss, ref_grads = jax.value_and_grad(
+                lambda g, block=block, n=n, key=key: feedback.ldrl_loss(
+                    block, g, fwd[n], s[n], s[n + 1], idx[n], key, 0.3, unpool_mode
+                )
+            )(fb[n])
+            np.testing.assert_allclose(loss, ref_loss, rtol=1e-4, atol=1e-5)
+            chex.assert_trees_all_close(grads, ref_grads, atol=1e-5, rtol=1e-4)
+            assert not np.any(np.asarray(grads["bias"]))
+
+
+def test_closed_form_training_matches_autodiff_training(monkeypatch):
+    net = nets.lenet(channels=(4, 8), hidden=16)
+    fwd, fb = nets.init_params(jax.random.key(0), net)
+    s, idx = dtp.forward_pass(net, fwd, jax.random.normal(jax.random.key(1), (3, 32, 32, 3)))
+    tx = optax.sgd(0.01, momentum=0.9)
+    out = {}
+    for closed in (True, False):
+        monkeypatch.setattr(feedback, "CLOSED_FORM", closed)
+        out[closed] = feedback.train_feedback_layer(
+            net.blocks[1], fb[1], tx.init(fb[1]), tx, fwd[1], s[1], s[2], idx[1], jax.random.key(2), 3, 0.3
+        )
+    chex.assert_trees_all_close(out[True], out[False], atol=1e-5, rtol=1e-4)

@@ -252,3 +252,42 @@ def test_unknown_names_raise():
         nets.max_unpool(
             jnp.zeros((1, 2, 2, 1)), jnp.zeros((1, 2, 2, 1), jnp.int32), nets.Pool(2, 2), (4, 4), "max"
         )
+
+
+@pytest.mark.parametrize("impl", ["im2col"])
+@pytest.mark.parametrize("k,stride,pad", [(5, 1, 2), (3, 2, 1)])
+def test_conv_impls_agree_with_xla_in_jvp_vjp_and_kernel_grad(impl, k, stride, pad):
+    """im2col vs XLA convs: JVP, VJP and the explicit kernel gradient ``conv_kernel_grad``."""
+    kx, ky, kw, kt = jax.random.split(jax.random.key(3), 4)
+    w = jax.random.normal(kw, (k, k, 3, 4))
+    x = jax.random.normal(kx, (2, 9, 9, 3))
+    ref = nets.conv(x, w, stride, pad, "xla")
+    ct = jax.random.normal(ky, ref.shape)
+    tx, tw = jax.random.normal(kt, x.shape), jax.random.normal(kt, w.shape)
+
+    def f(impl):
+        return lambda x, w: nets.conv(x, w, stride, pad, impl)
+
+    tol = {"atol": 1e-3, "rtol": 1e-4}
+    chex.assert_trees_all_close(
+        jax.jvp(f(impl), (x, w), (tx, tw)), jax.jvp(f("xla"), (x, w), (tx, tw)), **tol
+    )
+    vjp = jax.vjp(f(impl), x, w)[1](ct)
+    chex.assert_trees_all_close(vjp, jax.vjp(f("xla"), x, w)[1](ct), **tol)
+    chex.assert_trees_all_close(jax.grad(lambda w: jnp.vdot(ct, f(impl)(x, w)))(w), vjp[1], **tol)
+    for kg_impl in ("xla", impl):
+        chex.assert_trees_all_close(nets.conv_kernel_grad(x, ct, k, stride, pad, kg_impl), vjp[1], **tol)
+
+
+@pytest.mark.parametrize("block_index", [1, 2, 3])
+def test_feedback_linear_kernel_grad_equals_autodiff(block_index):
+    net = nets.lenet((16, 16, 3), 10, channels=(4, 6), hidden=8)
+    block = net.blocks[block_index]
+    _, g = nets.init_block(jax.random.key(0), block)
+    ka, kc = jax.random.split(jax.random.key(1))
+    a = jax.random.normal(
+        ka, (3, *(block.conv_shape if isinstance(block, nets.ConvBlock) else (block.features,)))
+    )
+    ct = jax.random.normal(kc, (3, *block.in_shape))
+    ref = jax.grad(lambda gk: jnp.vdot(ct, nets.feedback_linear(block, {**g, "kernel": gk}, a)))(g["kernel"])
+    chex.assert_trees_all_close(nets.feedback_linear_kernel_grad(block, a, ct), ref, atol=1e-4, rtol=1e-4)
