@@ -1,0 +1,131 @@
+"""Alignment experiments of the paper: Fig. 2 (``jmc``), Fig. 3 (``gmp``) and Fig. 4 (``angles_plot``).
+
+Each experiment module has a ``run(args, out_dir) -> dict`` function that does
+the work and writes its PNG and JSON, and an absl ``main`` that builds ``args``
+from flags. This package module holds what they share: seeds, the single input
+batch per seed, JSON output and small statistics helpers.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+SYNTHETIC = "synthetic"
+
+
+def seed_list(num_seeds: int, base: int = 123, stride: int = 1) -> list[int]:
+    """``[base, base + stride, …]``: Fig. 2 uses 123, 234, … (stride 111), Fig. 3 123 … 127 (spec §7)."""
+    return [base + stride * i for i in range(int(num_seeds))]
+
+
+@functools.lru_cache(maxsize=2)
+def _load_train_split(name: str, data_dir: str) -> tuple[np.ndarray, np.ndarray]:
+    # Imported lazily: synthetic runs never touch the data stack.
+    from jdtp import input_pipeline
+
+    return input_pipeline.load_split(name, "train", data_dir or None)
+
+
+def single_batch(
+    data: str,
+    data_dir: str,
+    batch_size: int,
+    seed: int,
+    input_shape: tuple[int, int, int] = (32, 32, 3),
+    num_classes: int = 10,
+    dtype=jnp.float32,
+) -> tuple[jax.Array, jax.Array]:
+    """The one input batch of a seed (spec §7.1: fixed within a seed, different across seeds).
+
+    Args:
+      data: ``'synthetic'`` (i.i.d. N(0, 1) images of ``input_shape`` and
+        uniform random labels) or a dataset name for
+        :func:`jdtp.input_pipeline.load_split`, whose train split is sampled
+        without replacement by the seed and normalised with mean 0.5, std 0.5.
+      data_dir: TFDS data_dir for real datasets (empty: the pipeline's default).
+      batch_size: B.
+      seed: the experiment seed.
+      input_shape: image shape for synthetic data.
+      num_classes: label range for synthetic data.
+      dtype: float dtype of the images.
+
+    Returns:
+      ``(x [B, H, W, C], labels [B] int32)``.
+    """
+    if data == SYNTHETIC:
+        kx, ky = jax.random.split(jax.random.fold_in(jax.random.key(seed), 7))
+        x = jax.random.normal(kx, (batch_size, *input_shape), dtype)
+        labels = jax.random.randint(ky, (batch_size,), 0, num_classes, jnp.int32)
+        return x, labels
+    images, labels = _load_train_split(data, data_dir)
+    if batch_size > len(labels):
+        raise ValueError(f"batch_size={batch_size} exceeds the {len(labels)} examples of {data}[train]")
+    pick = np.random.default_rng(seed).permutation(len(labels))[:batch_size]
+    x = (images[pick].astype(np.float32) / 255.0 - 0.5) / 0.5
+    return jnp.asarray(x, dtype), jnp.asarray(labels[pick], jnp.int32)
+
+
+def num_classes_of(data: str) -> int:
+    """Number of classes of ``data`` (10 for synthetic data)."""
+    if data == SYNTHETIC:
+        return 10
+    from jdtp import input_pipeline
+
+    return int(input_pipeline.get_info(data).num_classes)
+
+
+def stats(values: Sequence[float]) -> dict[str, Any]:
+    """Mean, population std (as ``np.std``), min, max and the values themselves."""
+    v = np.asarray(values, np.float64)
+    return {
+        "mean": float(v.mean()),
+        "std": float(v.std()),
+        "min": float(v.min()),
+        "max": float(v.max()),
+        "per_seed": [float(a) for a in v],
+    }
+
+
+def to_floats(values: Sequence[Any], cast=float) -> tuple:
+    """Parses an absl list flag (strings) into a tuple of numbers."""
+    return tuple(cast(v) for v in values)
+
+
+def write_json(path: str, obj: Any) -> None:
+    """Writes ``obj`` as indented JSON (NaN/inf become null), creating the folder."""
+
+    def clean(o):
+        if isinstance(o, dict):
+            return {str(k): clean(v) for k, v in o.items()}
+        if isinstance(o, list | tuple):
+            return [clean(v) for v in o]
+        if isinstance(o, np.generic | np.ndarray):
+            return clean(o.tolist())
+        if isinstance(o, float) and not math.isfinite(o):
+            return None
+        return o
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(clean(obj), f, indent=1)
+    logging.info("Wrote %s", path)
+
+
+def matplotlib_pyplot():
+    """``matplotlib.pyplot`` on the non-interactive Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
