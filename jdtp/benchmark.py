@@ -35,6 +35,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from jdtp import feedback, optim, steps
 from jdtp import networks as nets
@@ -380,13 +381,12 @@ def run(
         if overrides:
             cfg = dataclasses.replace(cfg, **overrides)
         r = benchmark_config(cfg, repeats, conv_impl, probe, unroll, matmul_n=matmul_n)
-        print(summary_line(r), flush=True)
+        logging.info("%s", summary_line(r))
         peaks = r.get("peaks", {})
         if peaks:
             conv = ", ".join(f"{i} {p['gflops']:.1f}" for i, p in peaks.get("largest_conv", {}).items())
-            print(
-                f"       peaks GFLOP/s: matmul {matmul_n}^3 {peaks['matmul']['gflops']:.1f}; {conv}",
-                flush=True,
+            logging.info(
+                "       peaks GFLOP/s: matmul %d^3 %.1f; %s", matmul_n, peaks["matmul"]["gflops"], conv
             )
         results["results"].append(r)
     if out:

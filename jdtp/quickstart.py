@@ -37,7 +37,7 @@ def main(argv):
         rows.append((name, r["final_test_accuracy"], r["steps"], r["wall_time_s"]))
     lines = ["", "LeNet on sklearn digits (1,437 train / 360 test), seed 0:"]
     lines += [f"  {n:12s} test accuracy {a:.4f}  ({s} steps, {t:.0f} s)" for n, a, s, t in rows]
-    print("\n".join(lines))
+    logging.info("%s", "\n".join(lines))
 
 
 if __name__ == "__main__":
