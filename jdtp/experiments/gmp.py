@@ -29,13 +29,15 @@ all schemes of a seed see the same batch (the reference's L-DRL and DRL
 schemes may see different batches, spec §10.15).
 
 Budget: the defaults are the paper's. On CPU, G^1's L-DRL iterations dominate
-(≈ 0.4 s per iteration at batch 64 on 2 cores, ∝ batch size), so the paper
+(≈ 0.24 s per iteration at batch 64 on 2 cores, ∝ batch size), so the paper
 budget takes hours per seed; the CPU figure in ``docs/figures/gmp.png`` used
 ``--seeds=3 --batch_size=64 --ldrl_iters=400,5000,5000
 --ldrl_lr=1.25e-3,2.5e-3,0.01 --drl_iters=1000`` (G^1's lr scaled by
-5000/400 to keep K·lr). XLA:CPU runs the kernel-gradient convolution of a
-transposed conv ~25× slower inside a ``lax.scan`` body with ``unroll=1``;
-``--unroll=2`` (default) avoids it.
+5000/400 to keep K·lr). With XLA's library convolutions on CPU
+(``conv_impl='xla'``), the kernel-gradient convolution of a transposed conv
+ran ~25× slower inside a ``lax.scan`` body with ``unroll=1``; ``--unroll=2``
+(default) sidesteps that, and the im2col convolutions jdtp uses on CPU do not
+have the problem.
 
 Example (paper budget)::
 
