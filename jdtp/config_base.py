@@ -17,14 +17,16 @@ import ml_collections
 def get_base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
-    c.algorithm = "dtp"  # 'dtp' (L-DRL DTP), 'bp' (backprop), 'vanilla_dtp' or 'tp' (spec §8.2)
+    # 'dtp' (L-DRL DTP), 'bp' (backprop), 'vanilla_dtp' or 'tp' (spec §8.2), 'ddtp' (s-/p-DDTP, §8.4)
+    c.algorithm = "dtp"
 
     c.model = ml_collections.ConfigDict()
     c.model.name = "lenet"  # 'lenet' or 'simple_vgg'
     c.model.channels = (32, 64)
     c.model.hidden = 512  # LeNet's fc1 width (ignored by simple_vgg)
     c.model.activation = "elu"
-    c.model.conv_impl = "auto"  # 'auto' (im2col on CPU, XLA convs elsewhere), 'xla' or 'im2col'
+    # 'auto' ('mixed' on CPU, 'xla' elsewhere), 'xla', 'im2col' or 'mixed' (networks.resolve_conv_impl)
+    c.model.conv_impl = "auto"
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "synthetic"  # mnist, fashion_mnist, cifar10, imagenet32, digits, synthetic
@@ -48,6 +50,9 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.dtp.unpool_mode = "set"  # 'set' (reference) or 'add' (exact transpose of max-pool)
     c.dtp.probe = "difference"  # 'difference' (reference) or 'jvp' (small-noise limit)
     c.dtp.unroll = 1  # lax.scan unroll of the K feedback iterations
+    # L-DRL gradient of the 'difference' probe: closed form (True; 4 instead of 5
+    # linear maps per iteration, see jdtp.feedback.ldrl_value_and_grad) or autodiff.
+    c.dtp.ldrl_closed_form = True
 
     c.optim = ml_collections.ConfigDict()
     c.optim.lr = 0.05
@@ -69,6 +74,24 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.max_checkpoints_to_keep = 2
     c.matmul_precision = "highest"  # recorded in the run's hyperparameters
     c.mesh_devices = -1  # devices on the ('data',) mesh; -1 = all, across hosts
+    # DDTP-linear baseline (algorithm='ddtp'; spec §8.4). Defaults: s-DDTP CIFAR-10
+    # (P:meulemans_dtp/final_configs/cifar10_DDTPConv.py). Per-layer: lr and eps one
+    # per block (N), num_fb_iters and sigma one per hidden layer (N - 1).
+    c.ddtp = ml_collections.ConfigDict()
+    c.ddtp.target_stepsize = 0.015962099947441903
+    c.ddtp.lr = (2.5935571806476586e-4, 8.85500279951265e-4, 1.423047695105589e-4, 3.3871035558126015e-6)
+    c.ddtp.eps = (2.7867895625009e-08, 1.9868935703787622e-08, 4.515242618159344e-06, 4.046144976139705e-05)
+    c.ddtp.normalize_lr = True  # forward lr_i / target_stepsize, as the reference
+    c.ddtp.num_fb_iters = (1, 1, 1)
+    c.ddtp.sigma = (0.00921040366516759,) * 3
+    c.ddtp.lr_fb = 0.0045157498494467095
+    c.ddtp.eps_fb = 7.529093372180766e-07
+    c.ddtp.b1_fb = 0.9
+    c.ddtp.b2_fb = 0.999
+    c.ddtp.feedback_wd = 6.169295107849636e-05
+    c.ddtp.semantics = "fork"  # 'fork' (the paper's runs) or 'original' (Meulemans), spec §10.16
+    c.ddtp.epochs_fb = 10  # s-DDTP: feedback-only epochs first
+    c.ddtp.extra_fb_epochs = 1  # s-DDTP: feedback-only epochs after each joint epoch
     return c
 
 
@@ -76,7 +99,7 @@ class ConfigError(ValueError):
     """A config value is out of range or a per-layer list has the wrong length."""
 
 
-ALGORITHMS = ("dtp", "bp", "vanilla_dtp", "tp")
+ALGORITHMS = ("dtp", "bp", "vanilla_dtp", "tp", "ddtp")
 SCHEDULES = ("cosine", "step", "constant")
 PRECISIONS = ("default", "high", "highest")
 
@@ -118,6 +141,8 @@ def validate_config(config: ml_collections.ConfigDict, num_trainable_fb: int, mo
     )
     _check(d.probe in ("difference", "jvp"), f"config.dtp.probe={d.probe!r}, expected 'difference' or 'jvp'")
     _check(d.unroll >= 1, f"config.dtp.unroll={d.unroll}, expected >= 1")
+    if config.algorithm == "ddtp":
+        _validate_ddtp(config.ddtp, num_trainable_fb, model_name or config.model.name)
     o = config.optim
     _check(o.lr > 0, f"config.optim.lr={o.lr}, expected > 0")
     _check(0 <= o.momentum < 1, f"config.optim.momentum={o.momentum}, expected in [0, 1)")
@@ -149,6 +174,38 @@ def validate_config(config: ml_collections.ConfigDict, num_trainable_fb: int, mo
     _check(
         config.mesh_devices == -1 or config.mesh_devices >= 1, f"config.mesh_devices={config.mesh_devices}"
     )
+
+
+def _validate_ddtp(d, num_hidden: int, model_name: str) -> None:
+    for field, expected, what in (
+        ("lr", num_hidden + 1, "block"),
+        ("eps", num_hidden + 1, "block"),
+        ("num_fb_iters", num_hidden, "hidden layer"),
+        ("sigma", num_hidden, "hidden layer"),
+    ):
+        value = tuple(d[field])
+        _check(
+            len(value) == expected,
+            f"config.ddtp.{field} has {len(value)} entries {value}, expected {expected}: one per {what} "
+            f"of {model_name}",
+        )
+    for field in ("lr", "eps", "sigma"):
+        for i, v in enumerate(d[field]):
+            _check(v > 0, f"config.ddtp.{field}[{i}]={v}, expected > 0")
+    for i, v in enumerate(d.num_fb_iters):
+        _check(int(v) == v and v >= 0, f"config.ddtp.num_fb_iters[{i}]={v}, expected an integer >= 0")
+    for field in ("target_stepsize", "lr_fb", "eps_fb"):
+        _check(d[field] > 0, f"config.ddtp.{field}={d[field]}, expected > 0")
+    _check(d.feedback_wd >= 0, f"config.ddtp.feedback_wd={d.feedback_wd}, expected >= 0")
+    _check(
+        d.semantics in ("fork", "original"),
+        f"config.ddtp.semantics={d.semantics!r}, expected 'fork' or 'original'",
+    )
+    for field in ("epochs_fb", "extra_fb_epochs"):
+        _check(
+            int(d[field]) == d[field] and d[field] >= 0,
+            f"config.ddtp.{field}={d[field]}, expected an integer >= 0",
+        )
 
 
 def parse_variant(variant: str) -> set[str]:
@@ -205,6 +262,11 @@ def apply_common_variants(
         config.log_every_steps = 2
         config.gmp_every_steps = 2
         config.checkpoint_every_steps = 2
+        config.ddtp.num_fb_iters = tuple(min(int(k), 2) for k in config.ddtp.num_fb_iters)
+        if config.algorithm == "ddtp":  # one feedback-only epoch, then one joint epoch
+            config.ddtp.epochs_fb = min(int(config.ddtp.epochs_fb), 1)
+            config.ddtp.extra_fb_epochs = min(int(config.ddtp.extra_fb_epochs), 1)
+            config.num_train_steps = 8
     return config
 
 

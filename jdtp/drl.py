@@ -66,9 +66,13 @@ DDTP_CIFAR_TARGET_STEPSIZE = 0.015962099947441903
 
 @dataclasses.dataclass(frozen=True)
 class DRLHParams:
-    """DRL feedback-training hyperparameters (one scalar σ shared by all layers, spec §8.4)."""
+    """DRL feedback-training hyperparameters (spec §8.4).
 
-    sigma: float = DDTP_CIFAR_SIGMA
+    ``sigma`` is one scalar shared by all layers, as the reference code has it, or
+    a tuple with one σ per hidden layer, as paper Tables 8 and 9 list them.
+    """
+
+    sigma: float | tuple[float, ...] = DDTP_CIFAR_SIGMA
     lr: float = DDTP_CIFAR_LR_FB
     eps: float = DDTP_CIFAR_EPS_FB
     b1: float = 0.9
@@ -79,8 +83,13 @@ class DRLHParams:
     def validate(self) -> None:
         if self.semantics not in SEMANTICS:
             raise ValueError(f"drl semantics={self.semantics!r}, expected one of {SEMANTICS}")
-        if self.sigma <= 0:
+        sigmas = self.sigma if isinstance(self.sigma, tuple) else (self.sigma,)
+        if not sigmas or min(sigmas) <= 0:
             raise ValueError(f"drl sigma must be > 0 (the DRL loss divides by σ²), got {self.sigma}")
+
+    def layer_sigma(self, n: int) -> float:
+        """σ of hidden layer n (1-based)."""
+        return float(self.sigma[n - 1]) if isinstance(self.sigma, tuple) else float(self.sigma)
 
 
 class DRLOptState(NamedTuple):
@@ -328,7 +337,7 @@ def train_feedback_layer_fork(
     j = n - 1
     has_grad = opt_state.has_grad.at[j].set(True)
     opt_state = opt_state._replace(has_grad=has_grad)
-    grad_fn = jax.value_and_grad(lambda q_, k_: drl_loss(net, fwd_params, q_, n, s, k_, hp.sigma))
+    grad_fn = jax.value_and_grad(lambda q_, k_: drl_loss(net, fwd_params, q_, n, s, k_, hp.layer_sigma(n)))
 
     def body(carry, k):
         q, st, buf = carry
@@ -405,7 +414,7 @@ def train_feedback(
     # Original Meulemans semantics: every layer's gradient, then one step.
     k_max = max(num_iters) if num_iters else 0
     grad_fns = [
-        jax.value_and_grad(lambda q_, k_, n=j + 1: drl_loss(net, fwd_params, q_, n, s, k_, hp.sigma))
+        jax.value_and_grad(lambda q_, k_, n=j + 1: drl_loss(net, fwd_params, q_, n, s, k_, hp.layer_sigma(n)))
         for j in range(n_hidden)
     ]
 

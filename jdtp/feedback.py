@@ -18,6 +18,8 @@ finite-σ bias.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -25,13 +27,6 @@ import optax
 from jdtp import networks as nets
 
 PROBES = ("difference", "jvp")
-
-# Train the 'difference' probe with the closed-form gradient of
-# ldrl_value_and_grad (same numbers up to float rounding as jax.grad of
-# ldrl_loss, 4 instead of 5 linear maps per iteration). Off by default: on the
-# 2-core CPU with im2col convs it measured no faster (the doubled-batch patch
-# matrix costs what the skipped map saves; benchmarks/NOTES.md).
-CLOSED_FORM = False
 
 
 def _batch_inner(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -73,6 +68,8 @@ def ldrl_terms(
         dr_y = nets.feedback_difference(block, g_params, y + dy, idx, y, idx, unpool_mode)
         return dr, dr_y
     if probe == "jvp":
+        if isinstance(block, nets.ConvBlock):  # forward mode needs a jvp-able conv
+            block = dataclasses.replace(block, conv_impl=nets.forward_mode_impl(block.conv_impl))
         # In the σ → 0 limit the noisy pool indices equal the clean ones.
         _, dy_f = jax.jvp(lambda x_: nets.forward_block(block, f_params, x_)[0], (x,), (dx,))
         dy_f = jax.lax.stop_gradient(dy_f)
@@ -184,12 +181,18 @@ def train_feedback_layer(
     unpool_mode: str = "set",
     probe: str = "difference",
     unroll: int = 1,
+    closed_form: bool = True,
 ):
     """K iterations of L-DRL on one layer, each followed by one optimizer step (Alg. 3).
 
     Runs as one ``jax.lax.scan`` over ``split(key, K)``; x, y and the clean
     indices are computed once per batch by the caller (forward weights do not
-    change during feedback training, spec §1.1).
+    change during feedback training, spec §1.1). With ``probe='difference'``
+    and ``closed_form`` (the default) each iteration's gradient comes from
+    :func:`ldrl_value_and_grad` (one F pass, one G map and one kernel
+    gradient, with G's clean input transform computed once outside the loop);
+    otherwise from ``jax.value_and_grad(ldrl_loss)``. Both give the same
+    numbers up to float rounding (tests/test_feedback.py).
 
     Returns:
       ``(g_params, opt_state, losses)`` with ``losses`` of shape ``[K]``, the
@@ -197,24 +200,40 @@ def train_feedback_layer(
     """
     x = jax.lax.stop_gradient(x)
     y = jax.lax.stop_gradient(y)
+    if probe == "difference" and closed_form:
+        a_clean = nets.feedback_input(block, y, idx, unpool_mode)  # hoisted: same every iteration
+
+        def value_and_grad(g, k):
+            return ldrl_value_and_grad(block, g, f_params, x, y, idx, a_clean, k, sigma, unpool_mode)
+
+    else:
+        value_and_grad = jax.value_and_grad(
+            lambda g, k: ldrl_loss(block, g, f_params, x, y, idx, k, sigma, unpool_mode, probe)
+        )
     return scan_optimize(
-        lambda g, k: ldrl_loss(block, g, f_params, x, y, idx, k, sigma, unpool_mode, probe),
-        g_params,
-        opt_state,
-        tx,
-        key,
-        num_fb_iters,
-        unroll,
+        value_and_grad, g_params, opt_state, tx, key, num_fb_iters, unroll, has_aux_grad=True
     )
 
 
-def scan_optimize(loss_fn, params, opt_state, tx, key: jax.Array, num_iters: int, unroll: int = 1):
+def scan_optimize(
+    loss_fn,
+    params,
+    opt_state,
+    tx,
+    key: jax.Array,
+    num_iters: int,
+    unroll: int = 1,
+    has_aux_grad: bool = False,
+):
     """``num_iters`` steps of ``tx`` on ``loss_fn(params, key_k)`` in one ``lax.scan`` over ``split(key)``.
+
+    With ``has_aux_grad``, ``loss_fn`` already returns ``(loss, grads)``
+    (e.g. a closed-form gradient); otherwise it is differentiated here.
 
     Returns:
       ``(params, opt_state, losses)``; ``losses[k]`` is the loss before step k.
     """
-    loss_and_grad = jax.value_and_grad(loss_fn)
+    loss_and_grad = loss_fn if has_aux_grad else jax.value_and_grad(loss_fn)
 
     def body(carry, k):
         p, state = carry
@@ -246,6 +265,7 @@ def train_feedback(
     unpool_mode: str = "set",
     probe: str = "difference",
     unroll: int = 1,
+    closed_form: bool = True,
 ):
     """Train every G^n, n = 1 … N−1 (bottom to top), for its K_n iterations.
 
@@ -275,6 +295,7 @@ def train_feedback(
             unpool_mode,
             probe,
             unroll,
+            closed_form,
         )
         fb_params[n] = g
         new_states.append(state)

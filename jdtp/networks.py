@@ -16,6 +16,7 @@ kernels are ``[in, out]`` for F and ``[out_F, in_F]`` for G, so the adjoint is
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Literal
 
@@ -58,7 +59,7 @@ class ConvBlock:
     pool: Pool | None = None
     activation: str = "elu"
     use_bias: bool = True
-    conv_impl: str = "xla"  # 'xla' or 'im2col' (see resolve_conv_impl)
+    conv_impl: str = "xla"  # 'xla', 'im2col' or 'mixed' (see resolve_conv_impl)
 
     @property
     def conv_shape(self) -> tuple[int, int, int]:
@@ -178,9 +179,13 @@ def max_pool_with_indices(x: jax.Array, pool: Pool) -> tuple[jax.Array, jax.Arra
     k, s, p = pool.window, pool.stride, pool.padding
     ho, wo = pool.out_size(h), pool.out_size(w)
     xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), constant_values=-jnp.inf)
-    stacked = jnp.stack(list(_window_slices(xp, pool, (ho, wo))), axis=-1)
-    local = jnp.argmax(stacked, axis=-1)  # first maximum, as torch
-    out = jnp.take_along_axis(stacked, local[..., None], axis=-1)[..., 0]
+    out = lax.reduce_window(xp, -jnp.inf, lax.max, (1, k, k, 1), (1, s, s, 1), "VALID")
+    # First maximum in row-major window order, as torch: scan the offsets from
+    # last to first so the earliest match is written last. Elementwise selects
+    # fuse into one pass, unlike stacking k² slices for an argmax.
+    local = jnp.zeros(out.shape, jnp.int32)
+    for o, window in reversed(list(enumerate(_window_slices(xp, pool, (ho, wo))))):
+        local = jnp.where(window == out, o, local)
     rows = (jnp.arange(ho) * s - p)[None, :, None, None] + local // k
     cols = (jnp.arange(wo) * s - p)[None, None, :, None] + local % k
     return out, (rows * w + cols).astype(jnp.int32)
@@ -256,19 +261,24 @@ def _unpool_add(y: jax.Array, idx: jax.Array, pool: Pool, out_hw: tuple[int, int
 # Convolutions. G's transposed conv is the adjoint of F's conv (spec §11).
 
 
-CONV_IMPLS = ("xla", "im2col")
+CONV_IMPLS = ("xla", "im2col", "mixed")
 
 
 def resolve_conv_impl(impl: str = "auto") -> str:
-    """``'auto'`` picks ``'im2col'`` on CPU and XLA's library convolutions elsewhere.
+    """``'auto'`` picks ``'mixed'`` on CPU and XLA's library convolutions elsewhere.
 
-    XLA's CPU convolutions (and especially their weight gradients) run far
-    below the machine's matrix-product speed; one matrix product over
-    explicit patches is several times faster there (see benchmarks/NOTES.md).
-    Accelerators keep their convolution kernels.
+    * ``'xla'``: ``lax.conv_general_dilated`` and its autodiff rules.
+    * ``'im2col'``: one matrix product over explicit patches, in both directions.
+    * ``'mixed'``: XLA's convolution for the forward and (stride 1) transposed
+      convolutions, patches only for kernel gradients, which it routes through
+      a ``jax.custom_vjp``. On the 2-core CPU, XLA's forward conv runs near the
+      matrix-product peak, while its kernel gradient is slow standalone and
+      about 30× slower again inside a ``lax.scan`` body, i.e. the L-DRL loop
+      (benchmarks/NOTES.md). Reverse mode only: forward-mode users (the
+      ``'jvp'`` L-DRL probe) get ``'im2col'`` (:func:`forward_mode_impl`).
     """
     if impl == "auto":
-        return "im2col" if jax.default_backend() == "cpu" else "xla"
+        return "mixed" if jax.default_backend() == "cpu" else "xla"
     if impl not in CONV_IMPLS:
         raise ValueError(f"unknown conv implementation {impl!r}; expected 'auto' or one of {CONV_IMPLS}")
     return impl
@@ -297,16 +307,74 @@ def _xla_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax
     )
 
 
+# 'mixed' runs planes smaller than this (H·W) as im2col products: XLA's CPU
+# convolution takes ~320 ms for SimpleVGG's conv_4 (2×2 plane, 1.2 GFLOP at
+# batch 128), 25× its time on the 4×4 plane of conv_3 with twice the FLOPs.
+MIXED_MIN_XLA_PIXELS = 16
+
+
+def forward_mode_impl(impl: str) -> str:
+    """The implementation to use under ``jax.jvp``: ``'mixed'`` is reverse-mode only."""
+    return "im2col" if impl == "mixed" else impl
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _mixed_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
+    return _xla_conv(x, kernel, stride, padding)
+
+
+def _mixed_conv_fwd(x, kernel, stride, padding):
+    return _xla_conv(x, kernel, stride, padding), (x, kernel)
+
+
+def _mixed_conv_bwd(stride, padding, res, ct):
+    x, kernel = res
+    dx = conv_transpose(ct, kernel, stride, padding, x.shape[1:3], "mixed")
+    dk = conv_kernel_grad(x, ct, kernel.shape[0], stride, padding, "im2col")
+    return dx, dk
+
+
+_mixed_conv.defvjp(_mixed_conv_fwd, _mixed_conv_bwd)
+
+
 def conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int, impl: str = "xla") -> jax.Array:
     """Cross-correlation as ``nn.Conv2d``: ``x [B,H,W,Cin]``, ``kernel [k,k,Cin,Cout]``.
 
     ``impl='im2col'`` computes the same numbers as one matrix product over
-    explicit patches (faster on CPU, including its weight gradient).
+    explicit patches; ``'mixed'`` runs XLA's convolution with patch-product
+    kernel gradients under reverse-mode autodiff (see :func:`resolve_conv_impl`).
     """
+    if impl == "mixed" and x.shape[1] * x.shape[2] < MIXED_MIN_XLA_PIXELS:
+        impl = "im2col"
     if impl == "im2col":
         k, _, cin, cout = kernel.shape
         return _patches(x, k, stride, padding) @ kernel.reshape(k * k * cin, cout)
+    if impl == "mixed":
+        return _mixed_conv(x, kernel, stride, padding)
     return _xla_conv(x, kernel, stride, padding)
+
+
+def _kernel_grad_row_patches(x: jax.Array, ct: jax.Array, k: int, padding: int) -> jax.Array:
+    """Stride-1 :func:`conv_kernel_grad` as one matrix product without full patches.
+
+    ∇W[di, dj, c, o] = Σ_{b,i,j} x_pad[b, i+di, j+dj, c] · ct[b, i, j, o]. Width
+    offsets go into the columns of ``x``'s side (k·C_in wide, over all padded
+    rows) and height offsets into ``ct``'s side (k·C_out wide: ct shifted down
+    by di rows), so a single product over rows (b, padded i, j) yields every
+    (dj, c) × (di, o) entry. Both operands together are about k·(C_in + C_out)
+    per pixel instead of im2col's k²·C_in, which is what matters on a CPU where
+    building the patch matrix, not the product, dominates (benchmarks/NOTES.md).
+    """
+    _, h, w, cin = x.shape
+    ho, wo, cout = ct.shape[1], ct.shape[2], ct.shape[3]
+    xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    hp = h + 2 * padding
+    rows_x = jnp.concatenate([xp[:, :, dj : dj + wo, :] for dj in range(k)], axis=-1)
+    rows_ct = jnp.concatenate(
+        [jnp.pad(ct, ((0, 0), (di, hp - ho - di), (0, 0), (0, 0))) for di in range(k)], axis=-1
+    )
+    g = rows_x.reshape(-1, k * cin).T @ rows_ct.reshape(-1, k * cout)  # [(dj, c), (di, o)]
+    return g.reshape(k, cin, k, cout).transpose(2, 0, 1, 3)
 
 
 def conv_kernel_grad(
@@ -318,7 +386,9 @@ def conv_kernel_grad(
     also ∇_W ⟨x, conv_transpose(ct, W)⟩.
     """
     k, cin, cout = kernel_size, x.shape[-1], ct.shape[-1]
-    if impl == "im2col":
+    if impl == "mixed" and stride == 1 and x.shape[1] * x.shape[2] >= MIXED_MIN_XLA_PIXELS:
+        return _kernel_grad_row_patches(x, ct, k, padding)
+    if impl in ("im2col", "mixed"):  # 'mixed': XLA's kernel gradient is the slow op on CPU
         patches = _patches(x, k, stride, padding).reshape(-1, k * k * cin)
         return (patches.T @ ct.reshape(-1, cout)).reshape(k, k, cin, cout)
     w_struct = jax.ShapeDtypeStruct((k, k, cin, cout), ct.dtype)
@@ -341,13 +411,16 @@ def conv_transpose(
     """
     k = kernel.shape[0]
     same_size = tuple(out_hw) == (y.shape[1] - 2 * padding + k - 1, y.shape[2] - 2 * padding + k - 1)
-    if impl == "im2col" and stride == 1 and same_size:
+    if stride == 1 and same_size:
         # Stride 1: the adjoint is a convolution with the spatially flipped kernel
-        # and in/out channels swapped, padded by k − 1 − p.
+        # and in/out channels swapped, padded by k − 1 − p. Written as a plain
+        # convolution because XLA's own transpose rule yields a convolution
+        # with swapped kernel dimensions that runs slowly on CPU.
         flipped = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)
         return conv(y, flipped, 1, k - 1 - padding, impl)
     b = y.shape[0]
     x_struct = jax.ShapeDtypeStruct((b, *out_hw, kernel.shape[2]), y.dtype)
+    impl = "xla" if impl == "mixed" else impl  # custom_vjp functions are not transposable
     (x,) = jax.linear_transpose(lambda x: conv(x, kernel, stride, padding, impl), x_struct)(y)
     return x
 

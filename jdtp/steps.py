@@ -43,6 +43,7 @@ class DTPHParams:
     unpool_mode: str = "set"
     probe: str = "difference"
     unroll: int = 1
+    ldrl_closed_form: bool = True  # closed-form L-DRL gradient (feedback.ldrl_value_and_grad)
 
     def validate(self, net: nets.Network) -> None:
         """Strict per-layer length checks (the reference silently truncates, spec §10.6)."""
@@ -120,6 +121,7 @@ def dtp_update(
         hp.unpool_mode,
         hp.probe,
         hp.unroll,
+        hp.ldrl_closed_form,
     )
     grads, aux = dtp.dtp_forward_grads(net, state.fwd_params, fb_params, x, labels, hp.beta, hp.unpool_mode)
     updates, fwd_opt_state = fwd_tx.update(grads, state.fwd_opt_state, state.fwd_params)

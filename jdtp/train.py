@@ -24,7 +24,18 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from jdtp import checkpointing, config_base, feedback, input_pipeline, optim, sharding, steps, vanilla
+from jdtp import (
+    checkpointing,
+    config_base,
+    ddtp,
+    drl,
+    feedback,
+    input_pipeline,
+    optim,
+    sharding,
+    steps,
+    vanilla,
+)
 from jdtp import networks as nets
 
 
@@ -55,6 +66,29 @@ def make_hparams(config: ml_collections.ConfigDict) -> steps.DTPHParams:
         unpool_mode=d.unpool_mode,
         probe=d.probe,
         unroll=int(d.unroll),
+        ldrl_closed_form=bool(d.ldrl_closed_form),
+    )
+
+
+def make_ddtp_hparams(config: ml_collections.ConfigDict) -> ddtp.DDTPHParams:
+    d = config.ddtp
+    return ddtp.DDTPHParams(
+        target_stepsize=float(d.target_stepsize),
+        lr=tuple(float(v) for v in d.lr),
+        eps=tuple(float(v) for v in d.eps),
+        num_fb_iters=tuple(int(v) for v in d.num_fb_iters),
+        drl=drl.DRLHParams(
+            sigma=tuple(float(v) for v in d.sigma),
+            lr=float(d.lr_fb),
+            eps=float(d.eps_fb),
+            b1=float(d.b1_fb),
+            b2=float(d.b2_fb),
+            weight_decay=float(d.feedback_wd),
+            semantics=d.semantics,
+        ),
+        epochs_fb=int(d.epochs_fb),
+        extra_fb_epochs=int(d.extra_fb_epochs),
+        normalize_lr=bool(d.normalize_lr),
     )
 
 
@@ -228,28 +262,49 @@ def _train_and_evaluate(config, workdir, callbacks):
 
     batch_size = int(config.data.batch_size)
     steps_per_epoch = input_pipeline.steps_per_epoch(ds.num_train, batch_size)
+    is_ddtp = config.algorithm == "ddtp"
+    ddtp_hp = make_ddtp_hparams(config) if is_ddtp else None
     num_steps = int(config.num_train_steps)
     if num_steps == -1:
-        num_steps = int(config.num_epochs) * steps_per_epoch
+        epochs = int(config.num_epochs)
+        if is_ddtp:  # num_epochs counts joint epochs; feedback-only epochs come on top
+            epochs = ddtp.total_epochs(epochs, ddtp_hp.epochs_fb, ddtp_hp.extra_fb_epochs)
+        num_steps = epochs * steps_per_epoch
     fwd_tx, schedule = make_fwd_tx(config, steps_per_epoch)
-    is_dtp = config.algorithm != "bp"  # any algorithm with feedback blocks to train
+    is_dtp = config.algorithm not in ("bp", "ddtp")  # trains layer-wise feedback blocks G^n
     hp = make_hparams(config)
     fb_txs = feedback.make_fb_optimizers(hp.fb_lr, hp.fb_momentum) if is_dtp else ()
 
     preprocess = input_pipeline.make_preprocess(info, bool(config.data.augment))
-    if config.algorithm == "dtp":
+    ddtp_steps = None
+    if is_ddtp:
+        ddtp_steps = ddtp.make_train_steps(net, ddtp_hp, preprocess)
+        train_step = None
+        lr0 = ddtp_hp.lr[0] / (ddtp_hp.target_stepsize if ddtp_hp.normalize_lr else 1.0)
+
+        def schedule(step):  # DDTP has no schedule (spec §8.4); log the first block's lr
+            del step
+            return lr0
+
+    elif config.algorithm == "dtp":
         train_step = steps.make_dtp_train_step(net, fwd_tx, fb_txs, hp, preprocess)
     elif config.algorithm in vanilla.ALGORITHMS:
         train_step = vanilla.make_train_step(net, fwd_tx, fb_txs, hp, config.algorithm, preprocess)
     else:
         train_step = steps.make_bp_train_step(net, fwd_tx, preprocess)
     eval_step = steps.make_eval_step(net, preprocess=input_pipeline.make_eval_preprocess(info))
-    gmp_fn = steps.make_gmp_fn(net, float(config.gmp_beta), hp.unpool_mode)
+    if is_ddtp:
+        gmp_fn = ddtp.make_gmp_fn(net, ddtp_hp.target_stepsize)
+    else:
+        gmp_fn = steps.make_gmp_fn(net, float(config.gmp_beta), hp.unpool_mode)
     jit_preprocess = jax.jit(preprocess)
 
     root_key = jax.random.key(int(config.seed))
     init_key, data_seed = jax.random.fold_in(root_key, 0), int(config.seed)
-    state = steps.create_train_state(init_key, net, fwd_tx, fb_txs)
+    if is_ddtp:
+        state = ddtp.create_train_state(init_key, net, ddtp_hp)
+    else:
+        state = steps.create_train_state(init_key, net, fwd_tx, fb_txs)
     state = sharding.replicate(state, mesh)
 
     os.makedirs(workdir, exist_ok=True)
@@ -264,7 +319,7 @@ def _train_and_evaluate(config, workdir, callbacks):
             with open(os.path.join(workdir, "config.json"), "w") as f:
                 json.dump(config.to_dict(), f, indent=2, default=str)
     names = [b.name for b in net.blocks]
-    fb_names = names[1:]
+    fb_names = names[:-1] if is_ddtp else names[1:]  # DDTP: Q_n named by the block producing s^n
     logging.info(
         "%s on %s (%s): %d train / %d eval examples, batch %d, %d steps/epoch, steps %d -> %d, %d device(s)",
         config.algorithm.upper(),
@@ -294,7 +349,13 @@ def _train_and_evaluate(config, workdir, callbacks):
                 )
                 batch = sharding.global_batch(local, mesh)
                 step_key = jax.random.fold_in(jax.random.fold_in(root_key, 1), step)
-                state, metrics = train_step(state, batch, step_key)
+                if is_ddtp:
+                    phase = ddtp.phase_of_epoch(
+                        step // steps_per_epoch, ddtp_hp.epochs_fb, ddtp_hp.extra_fb_epochs
+                    )
+                    state, metrics = ddtp_steps[phase](state, batch, step_key)
+                else:
+                    state, metrics = train_step(state, batch, step_key)
                 step += 1
                 epoch_float = step / steps_per_epoch
 
@@ -306,6 +367,11 @@ def _train_and_evaluate(config, workdir, callbacks):
                         "train/lr": float(schedule(step - 1)),
                         "epoch": epoch_float,
                     }
+                    if is_ddtp:
+                        scalars["train/local_loss"] = m["local_loss"]
+                        scalars["train/feedback_only"] = float(phase == "feedback")
+                        scalars.update(_per_layer("train/fb_loss_first", m["fb_loss_first"], fb_names))
+                        scalars.update(_per_layer("train/fb_loss_last", m["fb_loss_last"], fb_names))
                     if is_dtp:
                         scalars["train/local_loss"] = m["local_loss"]
                         scalars.update(_per_layer("train/fb_loss_first", m["fb_loss_first"], fb_names))

@@ -7,11 +7,17 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from jdtp import config_base, input_pipeline, train
+from jdtp import config_base, ddtp_configs, input_pipeline, train
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "configs")
 FILES = sorted(glob.glob(os.path.join(CONFIG_DIR, "*.py")))
-VARIANTS = {"lenet_cifar10.py": ["", "bp", "table6", "smoke", "bp,smoke", "gpu", "tpu", "bp,tpu"]}
+VARIANTS = {
+    "lenet_cifar10.py": ["", "bp", "table6", "smoke", "bp,smoke", "gpu", "tpu", "bp,tpu"],
+    **{
+        f"ddtp_{d}.py": ["", "s", "p", "bp", "smoke", "p,smoke", "gpu"]
+        for d in ("mnist", "fmnist", "cifar10")
+    },
+}
 
 
 def _cases():
@@ -44,6 +50,9 @@ def test_all_experiment_files_present():
         "vgg_cifar10.py",
         "vgg_imagenet32.py",
         "lenet_digits.py",
+        "ddtp_mnist.py",
+        "ddtp_fmnist.py",
+        "ddtp_cifar10.py",
     } <= names
 
 
@@ -52,7 +61,8 @@ def test_config_loads_validates_and_takes_tuple_override(path, variant):
     config = _load(path, variant)
     n = _num_fb(config)
     config_base.validate_config(config, n)
-    assert config.algorithm == ("bp" if "bp" in variant else "dtp")
+    default = "ddtp" if os.path.basename(path).startswith("ddtp_") else "dtp"
+    assert config.algorithm == ("bp" if "bp" in variant else default)
     new_k = tuple(range(1, n + 1))
     overridden = _load(path, variant, [f"--config.dtp.num_fb_iters={new_k}", "--config.dtp.beta=0.25"])
     assert tuple(overridden.dtp.num_fb_iters) == new_k
@@ -70,6 +80,15 @@ def test_paper_hyperparameters_are_in_the_configs():
     assert t6.data.batch_size == 100 and tuple(t6.dtp.fb_lr) == (0.001, 0.005, 0.045)
     bp = _load(os.path.join(CONFIG_DIR, "vgg_imagenet32.py"), "bp")
     assert bp.optim.schedule == "step" and bp.optim.lr == 0.01
+    s = _load(os.path.join(CONFIG_DIR, "ddtp_cifar10.py"), "")
+    assert s.model.activation == "tanh" and not s.data.augment and s.data.batch_size == 128
+    assert (s.ddtp.epochs_fb, s.ddtp.extra_fb_epochs, tuple(s.ddtp.num_fb_iters)) == (10, 1, (1, 1, 1))
+    assert s.ddtp.lr_fb == 0.0045157498494467095 and s.ddtp.semantics == "fork"
+    p = _load(os.path.join(CONFIG_DIR, "ddtp_mnist.py"), "p")
+    assert tuple(p.ddtp.num_fb_iters) == (49, 32, 54) and (p.ddtp.epochs_fb, p.ddtp.extra_fb_epochs) == (0, 0)
+    assert p.ddtp.target_stepsize == 0.0428 and p.data.batch_size == 138
+    with pytest.raises(config_base.ConfigError, match="'s' .* 'p'"):
+        ddtp_configs.ddtp_config("mnist", "s,p")
 
 
 def test_wrong_length_per_layer_list_fails_naming_the_field():
@@ -88,7 +107,7 @@ def test_wrong_length_per_layer_list_fails_naming_the_field():
         ("--config.dtp.num_fb_iters=(0,1,1)", "config.dtp.num_fb_iters[0]"),
         ("--config.dtp.fb_lr=(0.1,-0.1,0.1)", "config.dtp.fb_lr[1]"),
         ("--config.dtp.unpool_mode=max", "config.dtp.unpool_mode"),
-        ("--config.algorithm=ddtp", "config.algorithm"),
+        ("--config.algorithm=ddtp2", "config.algorithm"),
         ("--config.optim.schedule=linear", "config.optim.schedule"),
     ],
 )
@@ -108,3 +127,18 @@ def test_accelerator_variants_set_precision_and_library_convs():
 def test_unknown_variant_is_rejected():
     with pytest.raises(Exception, match="unknown config variant"):
         _load(os.path.join(CONFIG_DIR, "lenet_mnist.py"), "fast")
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("--config.ddtp.lr=(0.1,0.1)", "config.ddtp.lr has 2 entries (0.1, 0.1), expected 4: one per block"),
+        ("--config.ddtp.num_fb_iters=(1,1)", "config.ddtp.num_fb_iters has 2 entries (1, 1), expected 3"),
+        ("--config.ddtp.sigma=(0.1,-0.1,0.1)", r"config.ddtp.sigma\[1\]=-0.1, expected > 0"),
+        ("--config.ddtp.semantics=torch", "config.ddtp.semantics='torch'"),
+    ],
+)
+def test_ddtp_fields_are_validated(override, message):
+    config = _load(os.path.join(CONFIG_DIR, "ddtp_mnist.py"), "", [override])
+    with pytest.raises(config_base.ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        config_base.validate_config(config, 3)

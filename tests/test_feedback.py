@@ -221,7 +221,7 @@ def test_train_feedback_only_trains_g1_to_gn_and_validates_probe():
 
 
 @pytest.mark.parametrize("unpool_mode", ["set", "add"])
-@pytest.mark.parametrize("conv_impl", ["xla", "im2col"])
+@pytest.mark.parametrize("conv_impl", ["xla", "mixed"])
 def test_closed_form_ldrl_gradient_equals_autodiff(unpool_mode, conv_impl):
     """ldrl_value_and_grad (closed form) = jax.value_and_grad(ldrl_loss), every LeNet and VGG layer."""
     for net in (
@@ -246,15 +246,28 @@ def test_closed_form_ldrl_gradient_equals_autodiff(unpool_mode, conv_impl):
             assert not np.any(np.asarray(grads["bias"]))
 
 
-def test_closed_form_training_matches_autodiff_training(monkeypatch):
-    net = nets.lenet(channels=(4, 8), hidden=16)
+@pytest.mark.parametrize("conv_impl", ["mixed", "im2col"])
+def test_closed_form_training_matches_autodiff_training(conv_impl):
+    net = nets.lenet(channels=(4, 8), hidden=16, conv_impl=conv_impl)
     fwd, fb = nets.init_params(jax.random.key(0), net)
     s, idx = dtp.forward_pass(net, fwd, jax.random.normal(jax.random.key(1), (3, 32, 32, 3)))
     tx = optax.sgd(0.01, momentum=0.9)
     out = {}
     for closed in (True, False):
-        monkeypatch.setattr(feedback, "CLOSED_FORM", closed)
         out[closed] = feedback.train_feedback_layer(
-            net.blocks[1], fb[1], tx.init(fb[1]), tx, fwd[1], s[1], s[2], idx[1], jax.random.key(2), 3, 0.3
+            net.blocks[1],
+            fb[1],
+            tx.init(fb[1]),
+            tx,
+            fwd[1],
+            s[1],
+            s[2],
+            idx[1],
+            jax.random.key(2),
+            3,
+            0.3,
+            closed_form=closed,
         )
+    # Three SGD steps moved G (so the comparison is not of two untouched copies).
+    assert float(jnp.max(jnp.abs(out[True][0]["kernel"] - fb[1]["kernel"]))) > 1e-6
     chex.assert_trees_all_close(out[True], out[False], atol=1e-5, rtol=1e-4)

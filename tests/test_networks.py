@@ -128,8 +128,9 @@ def test_im2col_conv_equals_xla_conv_and_its_gradients(k, stride, pad):
     def loss(w, impl):
         return jnp.sum(nets.conv_transpose(y, w, stride, pad, (9, 9), impl) ** 2)
 
-    chex.assert_trees_all_close(jax.grad(loss)(w, "im2col"), jax.grad(loss)(w, "xla"), atol=1e-3, rtol=1e-4)
-    assert nets.resolve_conv_impl("auto") == "im2col"  # tests run on CPU
+    for impl in ("im2col", "mixed"):
+        chex.assert_trees_all_close(jax.grad(loss)(w, impl), jax.grad(loss)(w, "xla"), atol=1e-3, rtol=1e-4)
+    assert nets.resolve_conv_impl("auto") == "mixed"  # tests run on CPU
     with pytest.raises(ValueError, match="conv implementation"):
         nets.resolve_conv_impl("fft")
 
@@ -254,10 +255,10 @@ def test_unknown_names_raise():
         )
 
 
-@pytest.mark.parametrize("impl", ["im2col"])
-@pytest.mark.parametrize("k,stride,pad", [(5, 1, 2), (3, 2, 1)])
+@pytest.mark.parametrize("impl", ["im2col", "mixed"])
+@pytest.mark.parametrize("k,stride,pad", [(5, 1, 2), (3, 1, 0), (3, 2, 1)])
 def test_conv_impls_agree_with_xla_in_jvp_vjp_and_kernel_grad(impl, k, stride, pad):
-    """im2col vs XLA convs: JVP, VJP and the explicit kernel gradient ``conv_kernel_grad``."""
+    """im2col and mixed vs XLA convs: JVP, VJP and the explicit kernel gradient ``conv_kernel_grad``."""
     kx, ky, kw, kt = jax.random.split(jax.random.key(3), 4)
     w = jax.random.normal(kw, (k, k, 3, 4))
     x = jax.random.normal(kx, (2, 9, 9, 3))
@@ -269,9 +270,11 @@ def test_conv_impls_agree_with_xla_in_jvp_vjp_and_kernel_grad(impl, k, stride, p
         return lambda x, w: nets.conv(x, w, stride, pad, impl)
 
     tol = {"atol": 1e-3, "rtol": 1e-4}
-    chex.assert_trees_all_close(
-        jax.jvp(f(impl), (x, w), (tx, tw)), jax.jvp(f("xla"), (x, w), (tx, tw)), **tol
-    )
+    fm = nets.forward_mode_impl(impl)
+    chex.assert_trees_all_close(jax.jvp(f(fm), (x, w), (tx, tw)), jax.jvp(f("xla"), (x, w), (tx, tw)), **tol)
+    if impl == "mixed":  # reverse mode only, by design: a clear error, not wrong numbers
+        with pytest.raises(TypeError, match="custom_vjp"):
+            jax.jvp(f(impl), (x, w), (tx, tw))
     vjp = jax.vjp(f(impl), x, w)[1](ct)
     chex.assert_trees_all_close(vjp, jax.vjp(f("xla"), x, w)[1](ct), **tol)
     chex.assert_trees_all_close(jax.grad(lambda w: jnp.vdot(ct, f(impl)(x, w)))(w), vjp[1], **tol)
