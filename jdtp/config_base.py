@@ -92,6 +92,7 @@ def get_base_config() -> ml_collections.ConfigDict:
     c.ddtp.semantics = "fork"  # 'fork' (the paper's runs) or 'original' (Meulemans), spec §10.16
     c.ddtp.epochs_fb = 10  # s-DDTP: feedback-only epochs first
     c.ddtp.extra_fb_epochs = 1  # s-DDTP: feedback-only epochs after each joint epoch
+    c.ddtp.float64 = False  # the reference's double precision (slower; CPU/GPU only)
     return c
 
 

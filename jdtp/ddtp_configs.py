@@ -1,4 +1,11 @@
-"""The paper's s-DDTP and p-DDTP hyperparameters (spec §8.4, Tables 8 and 9) for configs/ddtp_*.py."""
+"""The paper's s-DDTP and p-DDTP hyperparameters (spec §8.4, Tables 8 and 9) for configs/ddtp_*.py.
+
+Both variants train Meulemans et al.'s tanh LeNet with direct linear feedback and the DRL
+loss (the algorithm and its schedule: :mod:`jdtp.ddtp`), without augmentation. s-DDTP
+(default): 10 feedback-only epochs, then per epoch joint training and one feedback-only
+epoch, K = 1. p-DDTP (variant ``p``): K_n per layer, no feedback-only epochs. Learning rates
+are given before the reference's division by η (``ddtp.normalize_lr``).
+"""
 
 from __future__ import annotations
 

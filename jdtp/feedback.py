@@ -211,7 +211,7 @@ def train_feedback_layer(
             lambda g, k: ldrl_loss(block, g, f_params, x, y, idx, k, sigma, unpool_mode, probe)
         )
     return scan_optimize(
-        value_and_grad, g_params, opt_state, tx, key, num_fb_iters, unroll, has_aux_grad=True
+        value_and_grad, g_params, opt_state, tx, key, num_fb_iters, unroll, returns_grad=True
     )
 
 
@@ -223,17 +223,17 @@ def scan_optimize(
     key: jax.Array,
     num_iters: int,
     unroll: int = 1,
-    has_aux_grad: bool = False,
+    returns_grad: bool = False,
 ):
     """``num_iters`` steps of ``tx`` on ``loss_fn(params, key_k)`` in one ``lax.scan`` over ``split(key)``.
 
-    With ``has_aux_grad``, ``loss_fn`` already returns ``(loss, grads)``
+    With ``returns_grad``, ``loss_fn`` already returns ``(loss, grads)``
     (e.g. a closed-form gradient); otherwise it is differentiated here.
 
     Returns:
       ``(params, opt_state, losses)``; ``losses[k]`` is the loss before step k.
     """
-    loss_and_grad = loss_fn if has_aux_grad else jax.value_and_grad(loss_fn)
+    loss_and_grad = loss_fn if returns_grad else jax.value_and_grad(loss_fn)
 
     def body(carry, k):
         p, state = carry

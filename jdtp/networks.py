@@ -330,7 +330,7 @@ def _mixed_conv_fwd(x, kernel, stride, padding):
 def _mixed_conv_bwd(stride, padding, res, ct):
     x, kernel = res
     dx = conv_transpose(ct, kernel, stride, padding, x.shape[1:3], "mixed")
-    dk = conv_kernel_grad(x, ct, kernel.shape[0], stride, padding, "im2col")
+    dk = conv_kernel_grad(x, ct, kernel.shape[0], stride, padding, "mixed")
     return dx, dk
 
 

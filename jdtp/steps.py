@@ -207,6 +207,7 @@ def make_eval_step(net: nets.Network, top_k: int = 5, preprocess: Preprocess | N
 
     def step(fwd_params, batch):
         x, labels = preprocess(batch, None)
+        x = x.astype(jax.tree.leaves(fwd_params)[0].dtype)  # float64 runs (DDTP) take float32 data
         s, _ = dtp.forward_pass(net, fwd_params, x)
         logits = s[-1]
         weight = batch.get("mask", jnp.ones(labels.shape, logits.dtype)).astype(logits.dtype)

@@ -246,7 +246,8 @@ def train_and_evaluate(
       input_pipeline.DatasetNotFoundError: the dataset is absent and cannot be prepared.
       NonFiniteError: training diverged; the last good checkpoint is kept.
     """
-    with jax.default_matmul_precision(config.matmul_precision):
+    x64 = config.algorithm == "ddtp" and bool(config.ddtp.float64)
+    with jax.default_matmul_precision(config.matmul_precision), jax.enable_x64(x64):
         return _train_and_evaluate(config, workdir, callbacks)
 
 
@@ -302,7 +303,8 @@ def _train_and_evaluate(config, workdir, callbacks):
     root_key = jax.random.key(int(config.seed))
     init_key, data_seed = jax.random.fold_in(root_key, 0), int(config.seed)
     if is_ddtp:
-        state = ddtp.create_train_state(init_key, net, ddtp_hp)
+        dtype = jnp.float64 if config.ddtp.float64 else jnp.float32
+        state = ddtp.create_train_state(init_key, net, ddtp_hp, dtype)
     else:
         state = steps.create_train_state(init_key, net, fwd_tx, fb_txs)
     state = sharding.replicate(state, mesh)

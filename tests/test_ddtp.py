@@ -111,10 +111,14 @@ def _shrink(c):
 
 @pytest.mark.parametrize("variant", ["smoke", "p,smoke"])
 def test_train_and_evaluate_epoch_structure(tmp_path, variant):
-    """s-DDTP: the feedback-only first epoch leaves the forward weights alone; p-DDTP trains every step."""
+    """s-DDTP: the feedback-only first epoch leaves the forward weights alone; p-DDTP trains every step.
+
+    The p-DDTP case also runs in float64 (the reference's precision).
+    """
     config = _load("ddtp_mnist.py", variant)
     with config.unlocked():
         _shrink(config)
+        config.ddtp.float64 = variant.startswith("p")
     config_base.validate_config(config, 3)
     seen = []
 
@@ -123,6 +127,7 @@ def test_train_and_evaluate_epoch_structure(tmp_path, variant):
 
     results = train.train_and_evaluate(config, str(tmp_path), callbacks=[record])
     assert results["steps"] == 8 and results["algorithm"] == "ddtp"
+    assert seen[0][1].dtype == (np.float64 if config.ddtp.float64 else np.float32)
     assert results["final_test_accuracy"] is not None
     per_epoch = 4  # 32 synthetic examples, batch 8
     moved = [not np.array_equal(k, seen[i - 1][1]) if i else None for i, (_, k) in enumerate(seen)]
