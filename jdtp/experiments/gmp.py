@@ -33,11 +33,11 @@ Budget: the defaults are the paper's. On CPU, G^1's L-DRL iterations dominate
 budget takes hours per seed; the CPU figure in ``docs/figures/gmp.png`` used
 ``--seeds=3 --batch_size=64 --ldrl_iters=400,5000,5000
 --ldrl_lr=1.25e-3,2.5e-3,0.01 --drl_iters=1000`` (G^1's lr scaled by
-5000/400 to keep K·lr). With XLA's library convolutions on CPU
-(``conv_impl='xla'``), the kernel-gradient convolution of a transposed conv
-ran ~25× slower inside a ``lax.scan`` body with ``unroll=1``; ``--unroll=2``
-(default) sidesteps that, and the im2col convolutions jdtp uses on CPU do not
-have the problem.
+5000/400 to keep K·lr), with the im2col convolutions jdtp used on CPU then. With
+XLA's library convolutions on CPU (``conv_impl='xla'``), the kernel-gradient
+convolution runs ~30× slower inside a ``lax.scan`` body (benchmarks/NOTES.md);
+the CPU default ``'mixed'`` computes kernel gradients as matrix products and
+does not have the problem.
 
 Example (paper budget)::
 
