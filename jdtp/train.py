@@ -403,7 +403,10 @@ def _train_and_evaluate(config, workdir, callbacks):
                     _, angles = gmp_fn(state.fwd_params, state.fb_params, x, labels)
                     gmp = {"epoch": epoch_float, **_per_layer("gmp_angle", angles, names)}
                     writer.write(step, gmp)
-                    logging.info("GMP angles (DTP update vs BP gradient, β=%g): %s", config.gmp_beta, gmp)
+                    nudge = f"η={ddtp_hp.target_stepsize:g}" if is_ddtp else f"β={config.gmp_beta:g}"
+                    logging.info(
+                        "GMP angles (%s update vs BP gradient, %s): %s", config.algorithm.upper(), nudge, gmp
+                    )
 
                 end_of_epoch = step % steps_per_epoch == 0
                 epoch = step // steps_per_epoch
