@@ -192,14 +192,7 @@ def ddtp_forward_grads(
     Returns:
       ``(grads, aux)`` with ``aux`` holding ``s``, ``idx``, ``t`` and ``loss``.
     """
-    s, idx, vjps = [x], [], []
-    for block, p in zip(net.blocks, fwd_params):
-        inp = jax.lax.stop_gradient(s[-1])
-        (y, i), vjp = jax.vjp(lambda p_, b=block, x_=inp: nets.forward_block(b, p_, x_), p)
-        s.append(y)
-        idx.append(i)
-        vjps.append(vjp)
-    s, idx = tuple(s), tuple(idx)
+    s, idx, vjps = dtp.forward_with_block_vjps(net, fwd_params, x)
     t = ddtp_targets(net, q_params, s, output_target(s[-1], labels, target_stepsize))
     grads, loss = [], 0.0
     batch = x.shape[0]

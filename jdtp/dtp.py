@@ -84,6 +84,27 @@ def local_loss(net: nets.Network, fwd_params, s: tuple, t: tuple) -> jax.Array:
     return total
 
 
+def forward_with_block_vjps(net: nets.Network, fwd_params, x: jax.Array):
+    """Forward pass where each block sees its *detached* input, keeping each block's VJP.
+
+    Local (per-layer) losses train each F^n on its own input only, so the
+    gradients of all blocks come from these per-block VJPs without a second
+    forward pass.
+
+    Returns:
+      ``(s, idx, vjps)``: activations ``(s^0, …, s^N)``, pool indices per block,
+      and ``vjps[n]`` mapping a cotangent of ``(s^{n+1}, idx)`` to ∇θ^n.
+    """
+    s, idx, vjps = [x], [], []
+    for block, p in zip(net.blocks, fwd_params):
+        inp = jax.lax.stop_gradient(s[-1])
+        (y, i), vjp = jax.vjp(lambda p_, b=block, x_=inp: nets.forward_block(b, p_, x_), p)
+        s.append(y)
+        idx.append(i)
+        vjps.append(vjp)
+    return tuple(s), tuple(idx), vjps
+
+
 def dtp_forward_grads(
     net: nets.Network,
     fwd_params,
@@ -104,14 +125,7 @@ def dtp_forward_grads(
       ``(grads, aux)`` where ``aux`` holds ``s``, ``idx``, ``t`` and ``loss``
       (the local loss L_F).
     """
-    s, idx, vjps = [x], [], []
-    for block, p in zip(net.blocks, fwd_params):
-        inp = jax.lax.stop_gradient(s[-1])
-        (y, i), vjp = jax.vjp(lambda p_, b=block, x_=inp: nets.forward_block(b, p_, x_), p)
-        s.append(y)
-        idx.append(i)
-        vjps.append(vjp)
-    s, idx = tuple(s), tuple(idx)
+    s, idx, vjps = forward_with_block_vjps(net, fwd_params, x)
     t = propagate_targets(net, fb_params, s, idx, output_target(s[-1], labels, beta), unpool_mode)
     grads, loss = [], 0.0
     batch = x.shape[0]
