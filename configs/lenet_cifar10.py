@@ -15,9 +15,8 @@ from jdtp import config_base
 
 
 def get_config(variant: str = ""):
-    c = config_base.get_base_config()
+    c = config_base.get_base_config("dtp", model="lenet")
     variants = config_base.parse_variant(variant)
-    c.model.name = "lenet"
     c.data.name = "cifar10"
     c.data.batch_size = 144
     c.dtp.beta = 0.46550286113514694

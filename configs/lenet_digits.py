@@ -13,8 +13,7 @@ from jdtp import config_base
 
 
 def get_config(variant: str = ""):
-    c = config_base.get_base_config()
-    c.model.name = "lenet"
+    c = config_base.get_base_config("dtp", model="lenet")
     c.data.name = "digits"
     c.data.augment = False
     c.data.batch_size = 32

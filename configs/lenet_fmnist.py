@@ -11,8 +11,7 @@ from jdtp import config_base
 
 
 def get_config(variant: str = ""):
-    c = config_base.get_base_config()
-    c.model.name = "lenet"
+    c = config_base.get_base_config("dtp", model="lenet")
     c.data.name = "fashion_mnist"
     c.data.batch_size = 33
     c.dtp.beta = 0.3651375179883248

@@ -13,8 +13,7 @@ from jdtp import config_base
 
 
 def get_config(variant: str = ""):
-    c = config_base.get_base_config()
-    c.model.name = "lenet"
+    c = config_base.get_base_config("dtp", model="lenet")
     c.data.name = "mnist"
     c.data.batch_size = 107
     c.dtp.beta = 0.4768550374762699

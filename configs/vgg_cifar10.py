@@ -12,9 +12,7 @@ from jdtp import config_base
 
 
 def get_config(variant: str = ""):
-    c = config_base.get_base_config()
-    c.model.name = "simple_vgg"
-    c.model.channels = (128, 128, 256, 256, 512)
+    c = config_base.get_base_config("dtp", model="simple_vgg")
     c.data.name = "cifar10"
     c.data.batch_size = 128
     c.dtp.beta = 0.7

@@ -3,8 +3,10 @@
     python -m jdtp.benchmark --configs=lenet,vgg --repeats=5 --out=results/benchmark.json
     python -m jdtp.benchmark --configs=lenet --batch_size=lenet=100
 
-For each configuration it builds the real network and hyperparameters, feeds
-random inputs of the real shapes to the jitted steps of ``jdtp.steps``, and
+For each experiment config (``configs/lenet_cifar10.py`` as ``lenet``,
+``configs/vgg_cifar10.py`` as ``vgg``, or any config file) it builds the real
+network and hyperparameters, feeds
+random inputs of the real shapes to the jitted steps of ``jdtp.algorithms``, and
 records (after compilation and one warm-up step) the median step time of DTP
 and BP, interleaved so that machine noise hits both alike. In the same run it
 measures the machine's speed on a large matrix product and on the network's
@@ -22,7 +24,6 @@ FLOPs come from two sources, both recorded:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import platform
@@ -34,71 +35,40 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from absl import logging
 
-from jdtp import feedback, optim, steps
+from jdtp import algorithms, config_base, input_pipeline
+from jdtp import blocks as blk
+from jdtp import conv as convs
 from jdtp import networks as nets
 
-
-@dataclasses.dataclass(frozen=True)
-class BenchConfig:
-    """One network with its DTP hyperparameters (spec §4) and a batch size."""
-
-    name: str
-    arch: str
-    batch_size: int
-    beta: float
-    noise_scale: tuple[float, ...]
-    num_fb_iters: tuple[int, ...]
-    fb_lr: tuple[float, ...]
-    lr: float
-    arch_kwargs: tuple[tuple[str, Any], ...] = ()
-    input_shape: tuple[int, int, int] = (32, 32, 3)
-    num_classes: int = 10
+# Benchmark names and the experiment configs they time (their networks, hyperparameters and batch
+# sizes; ``--batch_size`` overrides the batch). Any config file path works as a name too.
+CONFIGS = {"lenet": "lenet_cifar10.py", "vgg": "vgg_cifar10.py"}
 
 
-CONFIGS = {
-    # LeNet / CIFAR-10, the wandb-run hyperparameters (spec §4.3). The issue's batch is
-    # 128; the authors' quoted time is at the paper's batch 100 (--batch_size=lenet=100).
-    "lenet": BenchConfig(
-        name="lenet",
-        arch="lenet",
-        batch_size=128,
-        beta=0.46550286113514694,
-        noise_scale=(0.41640228838517584, 0.3826261146623929, 0.13953820693586017),
-        num_fb_iters=(41, 51, 24),
-        fb_lr=(0.0007188427494432325, 0.00012510321884615596, 0.03541466958291287),
-        lr=0.03618358843718276,
-    ),
-    # SimpleVGG / CIFAR-10, paper Table 7 (spec §4.1).
-    "vgg": BenchConfig(
-        name="vgg",
-        arch="simple_vgg",
-        batch_size=128,
-        beta=0.7,
-        noise_scale=(0.4, 0.4, 0.2, 0.2, 0.08),
-        num_fb_iters=(20, 30, 35, 55, 20),
-        fb_lr=(1e-4, 3.5e-4, 8e-3, 8e-3, 0.18),
-        lr=0.05,
-    ),
-}
+def config_path(name: str) -> str:
+    if name in CONFIGS:
+        return os.path.join(os.path.dirname(__file__), "..", "configs", CONFIGS[name])
+    return name
 
-# Per-step times of the authors' PyTorch code quoted in the issue (seconds).
-AUTHORS_SECONDS = {"lenet": {"bp": 0.18}, "vgg": {"bp": 1.03}}
+
+def load_config(name: str, overrides: dict | None = None) -> ml_collections.ConfigDict:
+    """The DTP config behind a benchmark name, on synthetic data of the experiment's shapes."""
+    c = config_base.load_config_file(config_path(name))
+    info = input_pipeline.get_info(c.data.name, c.data)
+    c.data.synthetic_shape = tuple(info.shape)
+    c.data.synthetic_num_classes = info.num_classes
+    c.data.name = "synthetic"
+    for dotted, value in (overrides or {}).items():
+        config_base.set_dotted(c, dotted, value)
+    return c
 
 
 # ---------------------------------------------------------------------------
 # Analytic FLOPs.
-
-
-def block_flops(block: nets.Block, batch: int) -> int:
-    """FLOPs (2 per multiply-add) of F^n's linear map on a batch; G's is the same count."""
-    if isinstance(block, nets.ConvBlock):
-        ho, wo, cout = block.conv_shape
-        k, cin = block.kernel_size, block.in_shape[2]
-        return 2 * batch * ho * wo * k * k * cin * cout
-    return 2 * batch * block.in_features * block.features
 
 
 def fb_iteration_linear_maps(closed_form: bool) -> int:
@@ -120,7 +90,7 @@ def analytic_flops(net: nets.Network, batch: int, num_fb_iters, closed_form: boo
     n ≥ 1) and the weight gradients (M_n each). BP: forward, weight gradients,
     and input gradients for every block but the first.
     """
-    m = [block_flops(b, batch) for b in net.blocks]
+    m = [b.linear_flops(batch) for b in net.blocks]
     per_iter = fb_iteration_linear_maps(closed_form)
     fb = sum(int(k) * per_iter * m[n] for n, k in enumerate(num_fb_iters, start=1))
     fwd_update = 2 * sum(m) + sum(m[1:])
@@ -174,19 +144,19 @@ def matmul_peak(n: int = 2048, repeats: int = 5) -> dict:
     return {"shape": [n, n, n], "seconds": seconds, "gflops": 2 * n**3 / seconds / 1e9}
 
 
-def largest_conv(net: nets.Network) -> nets.ConvBlock | None:
-    convs = [b for b in net.blocks if isinstance(b, nets.ConvBlock)]
-    return max(convs, key=lambda b: block_flops(b, 1)) if convs else None
+def largest_conv(net: nets.Network) -> blk.ConvBlock | None:
+    convs = [b for b in net.blocks if isinstance(b, blk.ConvBlock)]  # the peak is measured for convs only
+    return max(convs, key=lambda b: b.linear_flops(1)) if convs else None
 
 
-def conv_peak(block: nets.ConvBlock, batch: int, impl: str, repeats: int = 5) -> dict:
+def conv_peak(block: blk.ConvBlock, batch: int, impl: str, repeats: int = 5) -> dict:
     """GFLOP/s of ``block``'s forward convolution (no bias/activation/pool) with ``impl``."""
     x = jax.random.normal(jax.random.key(0), (batch, *block.in_shape), jnp.float32)
     k, cin = block.kernel_size, block.in_shape[2]
     w = jax.random.normal(jax.random.key(1), (k, k, cin, block.features), jnp.float32)
-    fn = jax.jit(lambda x, w: nets.conv(x, w, block.stride, block.padding, impl))
+    fn = jax.jit(lambda x, w: convs.conv(x, w, block.stride, block.padding, impl))
     seconds = _time_fn(fn, (x, w), repeats)
-    flops = block_flops(block, batch)
+    flops = block.linear_flops(batch)
     return {
         "block": block.name,
         "impl": impl,
@@ -198,31 +168,6 @@ def conv_peak(block: nets.ConvBlock, batch: int, impl: str, repeats: int = 5) ->
 
 # ---------------------------------------------------------------------------
 # Train-step benchmark.
-
-
-def build(
-    cfg: BenchConfig,
-    conv_impl: str = "auto",
-    probe: str = "difference",
-    unroll: int = 1,
-    closed_form: bool = True,
-):
-    """(network, DTPHParams, forward optimizer, feedback optimizers) of a config."""
-    net = nets.build_network(
-        cfg.arch, cfg.input_shape, cfg.num_classes, conv_impl=conv_impl, **dict(cfg.arch_kwargs)
-    )
-    hp = steps.DTPHParams(
-        beta=cfg.beta,
-        noise_scale=tuple(cfg.noise_scale),
-        num_fb_iters=tuple(cfg.num_fb_iters),
-        fb_lr=tuple(cfg.fb_lr),
-        probe=probe,
-        unroll=unroll,
-        ldrl_closed_form=closed_form,
-    )
-    fwd_tx = optim.make_fwd_optimizer(optim.make_schedule(cfg.lr, 390))
-    fb_txs = feedback.make_fb_optimizers(hp.fb_lr)
-    return net, hp, fwd_tx, fb_txs
 
 
 def _rss_mib() -> float:
@@ -242,58 +187,72 @@ def _device_memory() -> dict | None:
     return {k: int(v) for k, v in stats.items() if k in keep}
 
 
+def _algorithm(config: ml_collections.ConfigDict, name: str):
+    """The algorithm ``name`` (switched from the config's own if needed) on the config's network."""
+    c = ml_collections.ConfigDict(config.to_dict())
+    if name != c.algorithm:
+        algorithms.switch(c, name)
+    info = input_pipeline.get_info(c.data.name, c.data)
+    net = nets.build_from_config(c.model, info.shape, info.num_classes)
+    algo = algorithms.create(c, net, steps_per_epoch=390)
+    return algo
+
+
 def benchmark_config(
-    cfg: BenchConfig,
+    name: str,
+    config: ml_collections.ConfigDict,
     repeats: int = 5,
-    conv_impl: str = "auto",
-    probe: str = "difference",
-    unroll: int = 1,
-    closed_form: bool = True,
     measure_peaks: bool = True,
     seed: int = 0,
     matmul_n: int = 2048,
 ) -> dict:
-    """Compile and time one DTP and one BP train step of ``cfg``; see the module docstring."""
-    net, hp, fwd_tx, fb_txs = build(cfg, conv_impl, probe, unroll, closed_form)
-    b = cfg.batch_size
+    """Compile and time one DTP and one BP train step of ``config``; see the module docstring."""
+    b = int(config.data.batch_size)
     key = jax.random.key(seed)
-    images = jax.random.normal(jax.random.fold_in(key, 1), (b, *cfg.input_shape), jnp.float32)
-    labels = jax.random.randint(jax.random.fold_in(key, 2), (b,), 0, cfg.num_classes)
-    batch = {"image": images, "label": labels}
-
-    runs = {}
-    for algo in ("dtp", "bp"):
-        txs = fb_txs if algo == "dtp" else ()
-        state = steps.create_train_state(jax.random.fold_in(key, 3), net, fwd_tx, txs)
-        if algo == "dtp":
-            step = steps.make_dtp_train_step(net, fwd_tx, fb_txs, hp)
-        else:
-            step = steps.make_bp_train_step(net, fwd_tx)
+    runs, algos = {}, {}
+    for algo_name in ("dtp", "bp"):
+        algo = algos[algo_name] = _algorithm(config, algo_name)
+        net = algo.net
+        images = jax.random.normal(jax.random.fold_in(key, 1), (b, *net.input_shape), jnp.float32)
+        labels = jax.random.randint(jax.random.fold_in(key, 2), (b,), 0, net.num_classes)
+        batch = {"image": images, "label": labels}
+        state = algo.init_state(jax.random.fold_in(key, 3))
+        step = algorithms.make_train_steps(algo)[algo.phases[0]]
         t0 = time.perf_counter()
         compiled = step.lower(state, batch, key).compile()
         compile_s = time.perf_counter() - t0
         state, metrics = compiled(state, batch, jax.random.fold_in(key, 100))  # warm-up
         jax.block_until_ready((state, metrics))
-        runs[algo] = {"compiled": compiled, "state": state, "compile_s": compile_s, "times": []}
+        runs[algo_name] = {
+            "compiled": compiled,
+            "state": state,
+            "compile_s": compile_s,
+            "times": [],
+            "batch": batch,
+        }
 
     # Interleave DTP and BP so that load from other jobs affects both alike.
     for r in range(repeats):
-        for algo in ("dtp", "bp"):
-            run = runs[algo]
+        for algo_name in ("dtp", "bp"):
+            run = runs[algo_name]
             t0 = time.perf_counter()
-            run["state"], metrics = run["compiled"](run["state"], batch, jax.random.fold_in(key, r))
+            run["state"], metrics = run["compiled"](run["state"], run["batch"], jax.random.fold_in(key, r))
             jax.block_until_ready((run["state"], metrics))
             run["times"].append(time.perf_counter() - t0)
             if not all(bool(jnp.all(jnp.isfinite(v))) for v in jax.tree.leaves(metrics)):
-                raise FloatingPointError(f"{cfg.name} {algo}: non-finite metrics {metrics}")
+                raise FloatingPointError(f"{name} {algo_name}: non-finite metrics {metrics}")
 
-    closed_form = probe == "difference" and closed_form
+    dtp_algo = algos["dtp"]
+    net, hp = dtp_algo.net, dtp_algo.hp
+    probe, unroll = dtp_algo.probe, hp.unroll
+    closed_form = probe == "difference" and dtp_algo.closed_form
     flops = analytic_flops(net, b, hp.num_fb_iters, closed_form)
     out: dict[str, Any] = {
-        "config": cfg.name,
-        "arch": cfg.arch,
+        "config": name,
+        "config_file": config_path(name),
+        "arch": net.name,
         "batch_size": b,
-        "input_shape": list(cfg.input_shape),
+        "input_shape": list(net.input_shape),
         "num_fb_iters": list(hp.num_fb_iters),
         "noise_scale": list(hp.noise_scale),
         "fb_lr": list(hp.fb_lr),
@@ -301,19 +260,19 @@ def benchmark_config(
         "probe": probe,
         "unroll": unroll,
         "ldrl_closed_form": closed_form,
-        "conv_impls": sorted({blk.conv_impl for blk in net.blocks if isinstance(blk, nets.ConvBlock)}),
+        "conv_impls": sorted({getattr(x, "conv_impl", "") for x in net.blocks} - {""}),
         "repeats": repeats,
     }
-    for algo, run in runs.items():
+    for algo_name, run in runs.items():
         t = statistics.median(run["times"])
-        out[algo] = {
+        out[algo_name] = {
             "compile_s": run["compile_s"],
             "step_s_median": t,
             "step_s_all": run["times"],
             "images_per_s": b / t,
-            "flops_analytic": flops[algo],
+            "flops_analytic": flops[algo_name],
             "flops_xla": _xla_flops(run["compiled"]),
-            "gflops_achieved": flops[algo] / t / 1e9,
+            "gflops_achieved": flops[algo_name] / t / 1e9,
             "memory_analysis": _memory_analysis(run["compiled"]),
         }
     out["dtp"]["flops_analytic_feedback"] = flops["dtp_feedback"]
@@ -323,7 +282,6 @@ def benchmark_config(
     out["time_ratio_over_flop_ratio"] = out["time_ratio_dtp_bp"] / out["flop_ratio_dtp_bp"]
     out["host_peak_rss_mib"] = _rss_mib()
     out["device_memory"] = _device_memory()
-    out["authors_step_s"] = AUTHORS_SECONDS.get(cfg.name)
 
     if measure_peaks:
         blk = largest_conv(net)
@@ -374,23 +332,27 @@ def run(
     configs=("lenet", "vgg"),
     repeats: int = 5,
     batch_sizes: dict | None = None,
-    conv_impl: str = "auto",
-    probe: str = "difference",
-    unroll: int = 1,
     out: str | None = None,
-    closed_form: bool = True,
     overrides: dict | None = None,
     matmul_n: int = 2048,
 ) -> dict:
-    """Benchmark each named config (or :class:`BenchConfig`) and optionally write JSON to ``out``."""
+    """Benchmark each named config and optionally write JSON to ``out``.
+
+    Args:
+      configs: benchmark names (:data:`CONFIGS`) or config file paths.
+      repeats: timed steps per algorithm.
+      batch_sizes: ``{name: batch}`` overrides.
+      out: JSON path.
+      overrides: dotted config keys applied to every config (e.g. ``{'dtp.unroll': 2}``).
+      matmul_n: size of the matmul peak measurement.
+    """
     results = {"environment": environment(), "results": []}
-    for c in configs:
-        cfg = CONFIGS[c] if isinstance(c, str) else c
-        if batch_sizes and cfg.name in batch_sizes:
-            cfg = dataclasses.replace(cfg, batch_size=int(batch_sizes[cfg.name]))
-        if overrides:
-            cfg = dataclasses.replace(cfg, **overrides)
-        r = benchmark_config(cfg, repeats, conv_impl, probe, unroll, closed_form, matmul_n=matmul_n)
+    for name in configs:
+        config = load_config(name, overrides)
+        if batch_sizes and name in batch_sizes:
+            config.data.batch_size = int(batch_sizes[name])
+        with jax.default_matmul_precision(config.matmul_precision):
+            r = benchmark_config(name, config, repeats, matmul_n=matmul_n)
         logging.info("%s", summary_line(r))
         peaks = r.get("peaks", {})
         if peaks:
@@ -430,25 +392,19 @@ def main(argv):
 
     f = flags.FLAGS
     configs = [c for c in f.configs if c]
-    unknown = set(configs) - set(CONFIGS)
-    if unknown:
-        raise ValueError(f"unknown configs {sorted(unknown)}; expected some of {sorted(CONFIGS)}")
-    run(
-        configs,
-        f.repeats,
-        _parse_batch_sizes(f.batch_size, configs),
-        f.conv_impl,
-        f.probe,
-        f.unroll,
-        f.out,
-        closed_form=f.ldrl_closed_form,
-    )
+    overrides = {"model.conv_impl": f.conv_impl, "dtp.probe": f.probe, "dtp.unroll": f.unroll}
+    overrides["dtp.ldrl_closed_form"] = f.ldrl_closed_form
+    run(configs, f.repeats, _parse_batch_sizes(f.batch_size, configs), f.out, overrides)
 
 
 def _define_flags():
     from absl import flags
 
-    flags.DEFINE_list("configs", ["lenet", "vgg"], f"Configs to run, from {sorted(CONFIGS)}.")
+    flags.DEFINE_list(
+        "configs",
+        ["lenet", "vgg"],
+        f"Benchmark names {sorted(CONFIGS)} (configs/{{...}}) or config file paths.",
+    )
     flags.DEFINE_integer("repeats", 5, "Timed steps per algorithm (median reported).")
     flags.DEFINE_list("batch_size", [], "Batch size for all configs (N) or per config (name=N,...).")
     flags.DEFINE_string(

@@ -1,4 +1,7 @@
-"""The paper's s-DDTP and p-DDTP hyperparameters (spec §8.4, Tables 8 and 9) for configs/ddtp_*.py.
+"""The paper's s-DDTP and p-DDTP hyperparameters (spec §8.4, Tables 8 and 9): the one place they live.
+
+Used by ``configs/ddtp_*.py`` (training) and by the Fig. 2 / Fig. 3 experiments
+(the DRL arms use the fork's CIFAR-10 s-DDTP values, ``S_DDTP['cifar10']``).
 
 Both variants train Meulemans et al.'s tanh LeNet with direct linear feedback and the DRL
 loss (the algorithm and its schedule: :mod:`jdtp.ddtp`), without augmentation. s-DDTP
@@ -89,9 +92,7 @@ def ddtp_config(dataset: str, variant: str) -> ml_collections.ConfigDict:
         raise config_base.ConfigError("choose one of the variants 's' (s-DDTP) and 'p' (p-DDTP)")
     pddtp = "p" in variants
     table = (P_DDTP if pddtp else S_DDTP)[dataset]
-    c = config_base.get_base_config()
-    c.algorithm = "ddtp"
-    c.model.name = "lenet"
+    c = config_base.get_base_config("ddtp", model="lenet")
     c.model.activation = "tanh"  # the paper's DDTP runs (Fig. 2/3 swap in ELU)
     c.data.name = dataset
     c.data.augment = False  # spec §8.4: no augmentation

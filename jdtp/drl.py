@@ -2,7 +2,7 @@
 
 The network is the LeNet-equivalent ``DDTPConvNetworkCIFAR``: the *same* forward
 blocks as :func:`jdtp.networks.lenet` (conv → act → max-pool 3×3/s2/p1, fc,
-output), so it reuses :func:`jdtp.networks.forward_block` and the forward
+output), so it reuses the blocks' ``forward`` and the forward
 parameters of our LeNet unchanged. Only the feedback pathway differs: instead
 of layer-wise blocks G^n, every hidden activation s^n (n = 1 … N−1) receives a
 *direct linear* feedback Q_n from the network output s^N (paper §5.1
@@ -50,34 +50,27 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jdtp import dtp
 from jdtp import metrics as mt
 from jdtp import networks as nets
+from jdtp import targets as targets_lib
 
 SEMANTICS = ("fork", "original")
-
-# Meulemans' default DDTPConv CIFAR-10 config of the fork (spec §7.1, §8.4).
-DDTP_CIFAR_SIGMA = 0.00921040366516759
-DDTP_CIFAR_LR_FB = 0.0045157498494467095
-DDTP_CIFAR_EPS_FB = 7.529093372180766e-07
-DDTP_CIFAR_FEEDBACK_WD = 6.169295107849636e-05
-DDTP_CIFAR_TARGET_STEPSIZE = 0.015962099947441903
 
 
 @dataclasses.dataclass(frozen=True)
 class DRLHParams:
-    """DRL feedback-training hyperparameters (spec §8.4).
+    """DRL feedback-training hyperparameters (spec §8.4; the paper's values: ``jdtp.ddtp_configs``).
 
     ``sigma`` is one scalar shared by all layers, as the reference code has it, or
     a tuple with one σ per hidden layer, as paper Tables 8 and 9 list them.
     """
 
-    sigma: float | tuple[float, ...] = DDTP_CIFAR_SIGMA
-    lr: float = DDTP_CIFAR_LR_FB
-    eps: float = DDTP_CIFAR_EPS_FB
+    sigma: float | tuple[float, ...]
+    lr: float
+    eps: float
+    weight_decay: float
     b1: float = 0.9
     b2: float = 0.999
-    weight_decay: float = DDTP_CIFAR_FEEDBACK_WD
     semantics: str = "fork"
 
     def validate(self) -> None:
@@ -154,7 +147,7 @@ def direct_feedback(q: dict, value: jax.Array, shape: tuple[int, ...]) -> jax.Ar
 
 def output_target(logits: jax.Array, labels: jax.Array, target_stepsize: float) -> jax.Array:
     """t^N = s^N − η ∂/∂s^N mean_b CE: the *mean* CE, so the nudge carries 1/B (spec §8.4)."""
-    return logits - target_stepsize * dtp.output_gradient(logits, labels) / logits.shape[0]
+    return logits - target_stepsize * targets_lib.output_gradient(logits, labels) / logits.shape[0]
 
 
 def ddtp_targets(net: nets.Network, q_params, s: tuple, t_last: jax.Array) -> tuple:
@@ -173,41 +166,41 @@ def ddtp_targets(net: nets.Network, q_params, s: tuple, t_last: jax.Array) -> tu
     return tuple(t)
 
 
+def ddtp_block_loss(block, s_next: jax.Array, t_next: jax.Array) -> jax.Array:
+    """The reference's DDTP layer loss (spec §8.4, §10.17).
+
+    Conv layers (outputs with spatial dimensions): ``mse_loss``, a mean over all
+    B·H·W·C elements. Dense layers (hidden and output): the manual
+    ``δ = 2 φ'(a) ⊙ (h − t)``, ``∇W = δᵀ h_prev / B``, i.e. the gradient of
+    ``mean_b Σ_features (h − t)²``.
+    """
+    del block
+    diff = s_next - t_next
+    if diff.ndim > 2:
+        return jnp.mean(diff**2)
+    return jnp.mean(jnp.sum(diff.reshape(diff.shape[0], -1) ** 2, axis=-1))
+
+
 def ddtp_forward_grads(
     net: nets.Network, fwd_params, q_params, x: jax.Array, labels: jax.Array, target_stepsize: float
 ):
     """The DDTP forward-weight update direction with the reference's local losses (spec §8.4).
 
     Each block sees its detached input (the stored activation of the layer below)
-    and is pulled toward its DDTP target:
-
-    * conv blocks: ``mse_loss(s^{n+1}, t^{n+1})``, a mean over all B·H·W·C elements;
-    * dense blocks (hidden and output): ``mean_b Σ_features (s^{n+1} − t^{n+1})²``,
-      i.e. the reference's manual ``δ = 2 φ'(a) ⊙ (h − t)``, ``∇W = δᵀ h_prev / B``.
-
-    For the GMP angle (Fig. 3 schemes (a) and (c)) divide by η (the angle is
-    scale-invariant anyway); the per-layer normalisations differ, as in the
-    reference (spec §10.17).
+    and is pulled toward its DDTP target with :func:`ddtp_block_loss`
+    (:func:`jdtp.targets.forward_update`). For the GMP angle (Fig. 3 schemes (a)
+    and (c)) divide by η (the angle is scale-invariant anyway); the per-layer
+    normalisations differ, as in the reference (spec §10.17).
 
     Returns:
-      ``(grads, aux)`` with ``aux`` holding ``s``, ``idx``, ``t`` and ``loss``.
+      ``(grads, aux)`` with ``aux`` holding ``s``, ``aux``, ``t`` and ``loss``.
     """
-    s, idx, vjps = dtp.forward_with_block_vjps(net, fwd_params, x)
-    t = ddtp_targets(net, q_params, s, output_target(s[-1], labels, target_stepsize))
-    grads, loss = [], 0.0
-    batch = x.shape[0]
-    for n, (block, vjp) in enumerate(zip(net.blocks, vjps)):
-        diff = s[n + 1] - t[n + 1]
-        if isinstance(block, nets.ConvBlock):
-            loss = loss + jnp.mean(diff**2)
-            ct = 2.0 * diff / diff.size
-        else:
-            loss = loss + jnp.mean(jnp.sum(diff.reshape(batch, -1) ** 2, axis=-1))
-            ct = 2.0 * diff / batch
-        i_ct = None if idx[n] is None else jnp.zeros(idx[n].shape, jax.dtypes.float0)
-        (g,) = vjp((ct, i_ct))
-        grads.append(g)
-    return tuple(grads), {"s": s, "idx": idx, "t": t, "loss": loss}
+
+    def targets(s, aux):
+        del aux
+        return ddtp_targets(net, q_params, s, output_target(s[-1], labels, target_stepsize))
+
+    return targets_lib.forward_update(net, fwd_params, x, targets=targets, block_loss=ddtp_block_loss)
 
 
 # ---------------------------------------------------------------------------
@@ -216,8 +209,8 @@ def ddtp_forward_grads(
 
 def propagate_up(net: nets.Network, fwd_params, h: jax.Array, n: int) -> jax.Array:
     """F^{N−1} ∘ … ∘ F^n (h): s^n-space value to the output, with fresh pooling."""
-    for block, p in zip(net.blocks[n:], fwd_params[n:]):
-        h, _ = nets.forward_block(block, p, h)
+    for block, p in zip(net.blocks[n:], fwd_params[n:], strict=True):
+        h, _ = block.forward(p, h)
     return h
 
 
@@ -258,7 +251,7 @@ def adam_step(q_params, grads, state: DRLOptState, hp: DRLHParams):
     """
     new_q, new_mu, new_nu = [], [], []
     count = state.count + state.has_grad.astype(state.count.dtype)
-    for j, (p, g, m, v) in enumerate(zip(q_params, grads, state.mu, state.nu)):
+    for j, (p, g, m, v) in enumerate(zip(q_params, grads, state.mu, state.nu, strict=True)):
         active = state.has_grad[j]
         t = jnp.maximum(count[j], 1)
         p2, m2, v2 = {}, {}, {}
@@ -304,6 +297,7 @@ def train_feedback_layer_fork(
     key: jax.Array,
     num_iters: int,
     hp: DRLHParams,
+    *,
     start: int = 0,
     compute_grad: bool = True,
     unroll: int = 1,
@@ -358,6 +352,7 @@ def train_feedback(
     key: jax.Array,
     num_iters,
     hp: DRLHParams,
+    *,
     compute_grads=None,
     unroll: int = 1,
 ):
@@ -368,7 +363,7 @@ def train_feedback(
       fwd_params: forward parameters (fixed).
       q_params: the direct feedback Q_1 … Q_{N−1}.
       opt_state: the Adam state from :func:`init_opt_state` (persists across calls).
-      s: activations ``(s^0, …, s^N)`` from :func:`jdtp.dtp.forward_pass`.
+      s: activations ``(s^0, …, s^N)`` from :func:`jdtp.targets.forward_pass`.
       key: PRNG key of this call; iteration k of layer n draws from
         :func:`iteration_key` under both semantics.
       num_iters: K_n per hidden layer, forward order (n = 1 … N−1).
@@ -399,7 +394,18 @@ def train_feedback(
                 losses.append(jnp.zeros((0,), q_params[j]["kernel"].dtype))
                 continue
             q_params, opt_state, buf, layer_losses = train_feedback_layer_fork(
-                net, fwd_params, q_params, opt_state, buf, s, j + 1, key, k_n, hp, 0, compute_grads[j], unroll
+                net,
+                fwd_params,
+                q_params,
+                opt_state,
+                buf,
+                s,
+                j + 1,
+                key,
+                k_n,
+                hp,
+                compute_grad=compute_grads[j],
+                unroll=unroll,
             )
             losses.append(layer_losses)
         return q_params, opt_state, tuple(losses)

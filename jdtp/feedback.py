@@ -1,4 +1,4 @@
-"""L-DRL feedback-weight training (paper §4.1, Alg. 3, Eq. 13-14; spec §1).
+"""Feedback-weight training of layer-wise feedback blocks G^n: L-DRL (paper §4.1, Alg. 3; spec §1).
 
 For one layer n, with x = s^n, y = s^{n+1} and pool indices ι:
 
@@ -14,16 +14,20 @@ scaling, so it is kept (spec §1.2, §10.1). The ``'jvp'`` probe replaces the tw
 finite differences by their first-order terms, dr = ∂G(y)·∂F(x)·dx and
 dr_y = ∂G(y)·dy, i.e. the small-noise limit of Theorem 4.2 without the
 finite-σ bias.
+
+Vanilla DTP and TP train the same blocks with the reconstruction loss of Lee
+et al. (2015) (:func:`reconstruction_loss`, spec §8.2). Every layer runs K_n
+iterations of its loss, each followed by an optimizer step, as one
+``jax.lax.scan`` (:func:`train_feedback_layer`, :func:`train_feedback`).
 """
 
 from __future__ import annotations
-
-import dataclasses
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from jdtp import blocks as blk
 from jdtp import networks as nets
 
 PROBES = ("difference", "jvp")
@@ -42,7 +46,7 @@ def draw_noise(key: jax.Array, x: jax.Array, y: jax.Array, sigma: float):
 
 
 def ldrl_terms(
-    block: nets.Block,
+    block: blk.Block,
     g_params,
     f_params,
     x: jax.Array,
@@ -50,6 +54,7 @@ def ldrl_terms(
     idx,
     dx: jax.Array,
     dy: jax.Array,
+    *,
     unpool_mode: str = "set",
     probe: str = "difference",
 ):
@@ -59,23 +64,22 @@ def ldrl_terms(
       ``(dr, dr_y)``, both with the shape of x.
     """
     if probe == "difference":
-        # G = linear ∘ input-transform + bias, so each difference of G outputs is the
-        # linear part applied to a difference of transformed inputs: the bias cancels
-        # exactly (zero gradient) and two transposed convolutions replace three.
-        y_noisy, idx_noisy = nets.forward_block(block, f_params, x + dx)
+        # Blocks whose G is linear ∘ input-transform + bias compute each difference of G
+        # outputs as the linear part of a difference of transformed inputs: the bias
+        # cancels exactly (zero gradient) and two transposed convolutions replace three.
+        y_noisy, idx_noisy = block.forward(f_params, x + dx)
         y_noisy = jax.lax.stop_gradient(y_noisy)  # F is never differentiated
-        dr = nets.feedback_difference(block, g_params, y_noisy, idx_noisy, y, idx, unpool_mode)
-        dr_y = nets.feedback_difference(block, g_params, y + dy, idx, y, idx, unpool_mode)
+        dr = block.feedback_difference(g_params, y_noisy, idx_noisy, y, idx, unpool_mode=unpool_mode)
+        dr_y = block.feedback_difference(g_params, y + dy, idx, y, idx, unpool_mode=unpool_mode)
         return dr, dr_y
     if probe == "jvp":
-        if isinstance(block, nets.ConvBlock):  # forward mode needs a jvp-able conv
-            block = dataclasses.replace(block, conv_impl=nets.forward_mode_impl(block.conv_impl))
+        block = block.for_forward_mode()
         # In the σ → 0 limit the noisy pool indices equal the clean ones.
-        _, dy_f = jax.jvp(lambda x_: nets.forward_block(block, f_params, x_)[0], (x,), (dx,))
+        _, dy_f = jax.jvp(lambda x_: block.forward(f_params, x_)[0], (x,), (dx,))
         dy_f = jax.lax.stop_gradient(dy_f)
 
         def g(y_):
-            return nets.feedback_block(block, g_params, y_, idx, unpool_mode, with_bias=False)
+            return block.feedback(g_params, y_, idx, unpool_mode=unpool_mode, with_bias=False)
 
         _, dr = jax.jvp(g, (y,), (dy_f,))
         _, dr_y = jax.jvp(g, (y,), (dy,))
@@ -84,7 +88,7 @@ def ldrl_terms(
 
 
 def ldrl_loss(
-    block: nets.Block,
+    block: blk.Block,
     g_params,
     f_params,
     x: jax.Array,
@@ -92,33 +96,34 @@ def ldrl_loss(
     idx,
     key: jax.Array,
     sigma: float,
+    *,
     unpool_mode: str = "set",
     probe: str = "difference",
 ) -> jax.Array:
     """L-DRL loss of one layer for one noise draw (2 × paper Eq. 13, batch mean).
 
     Args:
-      block: the layer's block description.
+      block: the layer's block.
       g_params: G^n's parameters (differentiated).
       f_params: F^n's parameters (held fixed).
       x: s^n, ``[batch, ...]``.
       y: s^{n+1} = F^n(s^n).
-      idx: F^n's clean pool indices ι(s^n) (``None`` without a pool).
+      idx: F^n's clean aux (pool indices ι(s^n), or ``None``).
       key: PRNG key of this iteration; split into (ε, η) keys in that order.
       sigma: the layer's noise scale σ_n.
-      unpool_mode: ``'set'`` or ``'add'`` (see :func:`jdtp.networks.max_unpool`).
+      unpool_mode: ``'set'`` or ``'add'`` (see :func:`jdtp.pooling.max_unpool`).
       probe: ``'difference'`` (reference) or ``'jvp'`` (small-noise limit).
 
     Returns:
       Scalar mean over the batch of −2⟨dx, dr⟩ + ‖dr_y‖².
     """
     dx, dy = draw_noise(key, x, y, sigma)
-    dr, dr_y = ldrl_terms(block, g_params, f_params, x, y, idx, dx, dy, unpool_mode, probe)
+    dr, dr_y = ldrl_terms(block, g_params, f_params, x, y, idx, dx, dy, unpool_mode=unpool_mode, probe=probe)
     return jnp.mean(-2.0 * _batch_inner(dx, dr) + _batch_inner(dr_y, dr_y))
 
 
 def ldrl_value_and_grad(
-    block: nets.Block,
+    block: blk.LinearFeedbackBlock,
     g_params,
     f_params,
     x: jax.Array,
@@ -127,47 +132,103 @@ def ldrl_value_and_grad(
     a_clean: jax.Array,
     key: jax.Array,
     sigma: float,
+    *,
     unpool_mode: str = "set",
 ):
     """:func:`ldrl_loss` (``probe='difference'``) and its gradient in closed form.
 
-    G's bias-free part L_W is linear in its kernel W, and with
-    Δ1 = a(ỹ; ι(x+dx)) − a(y; ι(x)), Δ2 = a(y+dy; ι(x)) − a(y; ι(x)) (a = G's
-    input transform, ``a_clean`` = a(y; ι(x)) given, since it does not change
-    across iterations) the loss is
+    For a block whose G is ``L_W ∘ a + bias`` with L_W linear in its weights W
+    (:class:`jdtp.blocks.LinearFeedbackBlock`), and with
+    Δ1 = a(ỹ; ι(x+dx)) − a(y; ι(x)), Δ2 = a(y+dy; ι(x)) − a(y; ι(x))
+    (``a_clean`` = a(y; ι(x)) given, since it does not change across
+    iterations), the loss is
 
         L = (1/B) [−2 ⟨dx, L_W(Δ1)⟩ + ‖L_W(Δ2)‖²],
 
     so with wg(Δ, c) = ∇_W ⟨c, L_W(Δ)⟩ (independent of W):
 
-        ∇_W L = wg([Δ1; Δ2], [−2dx/B; 2 L_W(Δ2)/B])       (one kernel gradient
+        ∇_W L = wg([Δ1; Δ2], [−2dx/B; 2 L_W(Δ2)/B])       (one weight gradient
                                                             over both halves)
         L     = ⟨W, ∇_W L⟩ − ‖L_W(Δ2)‖²/B                  (⟨W, wg(Δ, c)⟩ = ⟨c, L_W(Δ)⟩)
 
     which skips L_W(Δ1) altogether: per iteration one F pass, one G map and
-    one kernel gradient over a doubled batch, instead of autodiff's F pass,
-    two G maps and two kernel gradients. G's bias gets its exact zero.
+    one weight gradient over a doubled batch, instead of autodiff's F pass,
+    two G maps and two weight gradients. G's bias gets its exact zero.
 
     Returns:
       ``(loss, grads)`` with ``grads`` shaped like ``g_params``.
     """
     dx, dy = draw_noise(key, x, y, sigma)
-    y_noisy, idx_noisy = nets.forward_block(block, f_params, x + dx)
-    d1 = nets.feedback_input(block, y_noisy, idx_noisy, unpool_mode) - a_clean
-    d2 = nets.feedback_input(block, y + dy, idx, unpool_mode) - a_clean
-    dr_y = nets.feedback_linear(block, g_params, d2)
+    y_noisy, idx_noisy = block.forward(f_params, x + dx)
+    d1 = block.feedback_input(y_noisy, idx_noisy, unpool_mode=unpool_mode) - a_clean
+    d2 = block.feedback_input(y + dy, idx, unpool_mode=unpool_mode) - a_clean
+    dr_y = block.feedback_linear(g_params, d2)
     batch = x.shape[0]
     a = jnp.concatenate([d1, d2])
     ct = jnp.concatenate([(-2.0 / batch) * dx, (2.0 / batch) * dr_y])
-    kernel_grad = nets.feedback_linear_kernel_grad(block, a, ct)
-    loss = jnp.vdot(g_params["kernel"], kernel_grad) - jnp.vdot(dr_y, dr_y) / batch
-    grads = {name: jnp.zeros_like(v) for name, v in g_params.items()}
-    grads["kernel"] = kernel_grad
+    grads = block.feedback_linear_grads(g_params, a, ct)
+    inner = sum(jnp.vdot(g_params[k], grads[k]) for k in sorted(grads))  # biases contribute 0
+    loss = inner - jnp.vdot(dr_y, dr_y) / batch
     return loss, grads
 
 
+def reconstruction_loss(
+    block: blk.Block,
+    g_params,
+    f_params,
+    x: jax.Array,
+    key: jax.Array,
+    sigma: float,
+    *,
+    unpool_mode: str = "set",
+) -> jax.Array:
+    """Paper Alg. 1 as coded (vanilla DTP and TP): mean_b ‖(x + dx) − G(F(x + dx); ι(x + dx))‖².
+
+    dx ~ N(0, σ²); no ½ and G's bias active, as the reference (spec §8.2).
+    """
+    x_noisy = x + sigma * jax.random.normal(key, x.shape, x.dtype)
+    y_noisy, idx_noisy = block.forward(f_params, x_noisy)
+    r = block.feedback(g_params, jax.lax.stop_gradient(y_noisy), idx_noisy, unpool_mode=unpool_mode)
+    diff = (x_noisy - r).reshape(x.shape[0], -1)
+    return jnp.mean(jnp.sum(diff**2, axis=-1))
+
+
+def ldrl_layer_value_and_grad(
+    block: blk.Block,
+    f_params,
+    x: jax.Array,
+    y: jax.Array,
+    idx,
+    *,
+    sigma: float,
+    unpool_mode: str = "set",
+    probe: str = "difference",
+    closed_form: bool = True,
+):
+    """``(g_params, key) -> (loss, grads)`` of one layer's L-DRL loss on a fixed batch.
+
+    With ``probe='difference'``, ``closed_form`` and a block that supports it
+    (``block.closed_form_ldrl``), the gradient comes from
+    :func:`ldrl_value_and_grad` with G's clean input transform computed once;
+    otherwise from ``jax.value_and_grad(ldrl_loss)``. Both give the same
+    numbers up to float rounding (tests/test_feedback.py).
+    """
+    if probe == "difference" and closed_form and block.closed_form_ldrl:
+        a_clean = block.feedback_input(y, idx, unpool_mode=unpool_mode)  # hoisted: same every iteration
+
+        def value_and_grad(g, k):
+            return ldrl_value_and_grad(
+                block, g, f_params, x, y, idx, a_clean, k, sigma, unpool_mode=unpool_mode
+            )
+
+        return value_and_grad
+    return jax.value_and_grad(
+        lambda g, k: ldrl_loss(block, g, f_params, x, y, idx, k, sigma, unpool_mode=unpool_mode, probe=probe)
+    )
+
+
 def train_feedback_layer(
-    block: nets.Block,
+    block: blk.Block,
     g_params,
     opt_state,
     tx: optax.GradientTransformation,
@@ -176,6 +237,7 @@ def train_feedback_layer(
     y: jax.Array,
     idx,
     key: jax.Array,
+    *,
     num_fb_iters: int,
     sigma: float,
     unpool_mode: str = "set",
@@ -187,12 +249,7 @@ def train_feedback_layer(
 
     Runs as one ``jax.lax.scan`` over ``split(key, K)``; x, y and the clean
     indices are computed once per batch by the caller (forward weights do not
-    change during feedback training, spec §1.1). With ``probe='difference'``
-    and ``closed_form`` (the default) each iteration's gradient comes from
-    :func:`ldrl_value_and_grad` (one F pass, one G map and one kernel
-    gradient, with G's clean input transform computed once outside the loop);
-    otherwise from ``jax.value_and_grad(ldrl_loss)``. Both give the same
-    numbers up to float rounding (tests/test_feedback.py).
+    change during feedback training, spec §1.1).
 
     Returns:
       ``(g_params, opt_state, losses)`` with ``losses`` of shape ``[K]``, the
@@ -200,18 +257,19 @@ def train_feedback_layer(
     """
     x = jax.lax.stop_gradient(x)
     y = jax.lax.stop_gradient(y)
-    if probe == "difference" and closed_form:
-        a_clean = nets.feedback_input(block, y, idx, unpool_mode)  # hoisted: same every iteration
-
-        def value_and_grad(g, k):
-            return ldrl_value_and_grad(block, g, f_params, x, y, idx, a_clean, k, sigma, unpool_mode)
-
-    else:
-        value_and_grad = jax.value_and_grad(
-            lambda g, k: ldrl_loss(block, g, f_params, x, y, idx, k, sigma, unpool_mode, probe)
-        )
+    value_and_grad = ldrl_layer_value_and_grad(
+        block,
+        f_params,
+        x,
+        y,
+        idx,
+        sigma=sigma,
+        unpool_mode=unpool_mode,
+        probe=probe,
+        closed_form=closed_form,
+    )
     return scan_optimize(
-        value_and_grad, g_params, opt_state, tx, key, num_fb_iters, unroll, returns_grad=True
+        value_and_grad, g_params, opt_state, tx, key, num_fb_iters, unroll=unroll, returns_grad=True
     )
 
 
@@ -222,6 +280,7 @@ def scan_optimize(
     tx,
     key: jax.Array,
     num_iters: int,
+    *,
     unroll: int = 1,
     returns_grad: bool = False,
 ):
@@ -258,44 +317,47 @@ def train_feedback(
     fb_opt_states,
     fb_txs,
     s: tuple,
-    idx: tuple,
+    aux: tuple,
     key: jax.Array,
+    *,
     num_fb_iters,
-    noise_scale,
-    unpool_mode: str = "set",
-    probe: str = "difference",
+    layer_value_and_grad,
     unroll: int = 1,
-    closed_form: bool = True,
 ):
     """Train every G^n, n = 1 … N−1 (bottom to top), for its K_n iterations.
 
-    Per-layer lists (``fb_txs``, ``num_fb_iters``, ``noise_scale``,
-    ``fb_opt_states``) are in forward order over G^1 … G^{N−1}. Layer n draws
-    its noise from ``fold_in(key, n)``. G^0 is returned unchanged.
+    Args:
+      net: the network.
+      fwd_params: forward parameters (fixed during feedback training).
+      fb_params: feedback parameters (G^0 is returned unchanged).
+      fb_opt_states: optimizer state per trainable G^n (forward order, G^1 first).
+      fb_txs: optimizer per trainable G^n.
+      s: activations ``(s^0, …, s^N)`` of the batch (computed once, spec §1.1).
+      aux: F^n's clean aux (pool indices) per block.
+      key: PRNG key; layer n draws from ``fold_in(key, n)``, split over its K_n iterations.
+      num_fb_iters: K_n per trainable G^n.
+      layer_value_and_grad: ``(n, f_params, x, y, aux_n) -> ((g, key) -> (loss, grads))``,
+        the layer's feedback loss on this batch (e.g. :func:`ldrl_layer_value_and_grad`).
+      unroll: ``lax.scan`` unroll factor.
 
     Returns:
       ``(fb_params, fb_opt_states, losses)`` where ``losses[n-1]`` is the
       ``[K_n]`` vector of per-iteration losses of G^n.
     """
     fb_params, new_states, losses = list(fb_params), [], []
+    s = jax.lax.stop_gradient(s)
     for n in range(1, net.num_blocks):
         j = n - 1
-        g, state, layer_losses = train_feedback_layer(
-            net.blocks[n],
+        value_and_grad = layer_value_and_grad(n, fwd_params[n], s[n], s[n + 1], aux[n])
+        g, state, layer_losses = scan_optimize(
+            value_and_grad,
             fb_params[n],
             fb_opt_states[j],
             fb_txs[j],
-            fwd_params[n],
-            s[n],
-            s[n + 1],
-            idx[n],
             jax.random.fold_in(key, n),
             int(num_fb_iters[j]),
-            float(noise_scale[j]),
-            unpool_mode,
-            probe,
-            unroll,
-            closed_form,
+            unroll=unroll,
+            returns_grad=True,
         )
         fb_params[n] = g
         new_states.append(state)

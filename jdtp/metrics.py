@@ -23,40 +23,48 @@ def angle(a: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.degrees(jnp.arccos(jnp.clip(cos, -1.0, 1.0)))
 
 
+def _flat(arrays) -> jax.Array:
+    return jnp.concatenate([jnp.ravel(a) for a in arrays])
+
+
 def jmc_metrics(net: nets.Network, fwd_params, fb_params) -> tuple[jax.Array, jax.Array]:
     """Distance and angle between F^n's and G^n's weights, n = 1 … N−1 (spec §6.2).
 
-    Dense blocks compare ``F.kernel`` with ``G.kernel.T``; conv blocks compare
-    the kernels as stored (G's kernel is kept in F's layout, so equality means
-    G is F's adjoint: no flip). Biases are never compared.
+    Each block names the pairs to compare (:meth:`jdtp.blocks.Block.jmc_pairs`:
+    dense blocks ``F.kernel`` vs ``G.kernel.T``, conv blocks the kernels as
+    stored, since G's kernel is kept in F's layout). A block with several
+    weights is compared as one vector (all its pairs concatenated). Biases are
+    never compared.
 
     Returns:
       ``(distances, angles)``, each ``[N − 1]``.
     """
     dists, angles = [], []
     for n in range(1, net.num_blocks):
-        a = fwd_params[n]["kernel"]
-        b = nets.fb_weight_as_forward(net.blocks[n], fb_params[n])
+        pairs = net.blocks[n].jmc_pairs(fwd_params[n], fb_params[n])
+        a, b = _flat([p[0] for p in pairs]), _flat([p[1] for p in pairs])
         dists.append(relative_distance(a, b))
         angles.append(angle(a, b))
     return jnp.stack(dists), jnp.stack(angles)
 
 
-def gmp_metrics(dtp_grads, bp_grads, beta: float) -> tuple[jax.Array, jax.Array]:
-    """Angle and distance between DTP updates / β and BP gradients, per block (spec §6.3).
+def gmp_metrics(net: nets.Network, update, bp_grads, nudge: float) -> tuple[jax.Array, jax.Array]:
+    """Angle and distance between an algorithm's update / nudge and the BP gradient, per block (spec §6.3).
 
-    Only weights (``kernel``) are compared; biases are dropped as in the
-    paper's plots. ``dist`` is relative to the DTP update / β
-    (the CompareToBackprop callback's argument order).
+    Only weights are compared (:meth:`jdtp.blocks.Block.forward_weights`,
+    concatenated per block); biases are dropped as in the paper's plots.
+    ``dist`` is relative to the update / nudge (the CompareToBackprop
+    callback's argument order); ``nudge`` is DTP's β or DDTP's η.
 
     Returns:
       ``(distances, angles)``, each ``[N]`` (one per forward block).
     """
     dists, angles = [], []
-    for d, b in zip(dtp_grads, bp_grads):
-        scaled = d["kernel"] / beta
-        dists.append(relative_distance(scaled, b["kernel"]))
-        angles.append(angle(scaled, b["kernel"]))
+    for block, d, b in zip(net.blocks, update, bp_grads, strict=True):
+        scaled = _flat(block.forward_weights(d)) / nudge
+        ref = _flat(block.forward_weights(b))
+        dists.append(relative_distance(scaled, ref))
+        angles.append(angle(scaled, ref))
     return jnp.stack(dists), jnp.stack(angles)
 
 

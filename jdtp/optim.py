@@ -5,7 +5,41 @@ from __future__ import annotations
 import math
 
 import jax.numpy as jnp
+import ml_collections
 import optax
+
+from jdtp import config_checks as cc
+
+SCHEDULES = ("cosine", "step", "constant")
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """The ``optim`` section: SGD-momentum forward optimizer and its per-epoch schedule (spec §2.5-2.6).
+
+    ``lr`` has no default: each experiment file states its own.
+    """
+    c = ml_collections.ConfigDict()
+    c.lr = ml_collections.config_dict.placeholder(float)
+    c.momentum = 0.9
+    c.weight_decay = 1e-4  # coupled (added to the gradient before momentum)
+    c.schedule = "cosine"  # 'cosine' (t_max, eta_min per epoch), 'step' (step_size, gamma) or 'constant'
+    c.t_max = 85
+    c.eta_min = 1e-5
+    c.step_size = 30
+    c.gamma = 0.1
+    return c
+
+
+def validate_config(o: ml_collections.ConfigDict) -> None:
+    """Checks of the ``optim`` section; raises one :class:`jdtp.config_checks.ConfigError`."""
+    check = cc.check
+    cc.require(o.lr, "config.optim.lr")
+    check(o.lr > 0, f"config.optim.lr={o.lr}, expected > 0")
+    check(0 <= o.momentum < 1, f"config.optim.momentum={o.momentum}, expected in [0, 1)")
+    check(o.weight_decay >= 0, f"config.optim.weight_decay={o.weight_decay}, expected >= 0")
+    cc.check_one_of("config.optim.schedule", o.schedule, SCHEDULES)
+    check(o.t_max >= 1, f"config.optim.t_max={o.t_max}, expected >= 1")
+    check(o.step_size >= 1, f"config.optim.step_size={o.step_size}, expected >= 1")
 
 
 def cosine_epoch_lr(epoch, base_lr: float, t_max: int = 85, eta_min: float = 1e-5):
@@ -27,6 +61,7 @@ def make_schedule(
     base_lr: float,
     steps_per_epoch: int,
     kind: str = "cosine",
+    *,
     t_max: int = 85,
     eta_min: float = 1e-5,
     step_size: int = 30,
@@ -41,7 +76,7 @@ def make_schedule(
         return lambda count: step_epoch_lr(count // steps_per_epoch, base_lr, step_size, gamma)
     if kind == "constant":
         return lambda count: jnp.asarray(base_lr, jnp.float32)
-    raise ValueError(f"unknown schedule {kind!r}; expected cosine, step or constant")
+    raise ValueError(f"unknown schedule {kind!r}; expected one of {SCHEDULES}")
 
 
 def make_fwd_optimizer(schedule, momentum: float = 0.9, weight_decay: float = 1e-4):
@@ -56,3 +91,17 @@ def make_fwd_optimizer(schedule, momentum: float = 0.9, weight_decay: float = 1e
         parts.append(optax.add_decayed_weights(weight_decay))
     parts.append(optax.sgd(schedule, momentum=momentum))
     return optax.chain(*parts)
+
+
+def fwd_optimizer_from_config(o: ml_collections.ConfigDict, steps_per_epoch: int):
+    """``(optimizer, schedule)`` of an ``optim`` section (see :func:`default_config`)."""
+    schedule = make_schedule(
+        float(o.lr),
+        steps_per_epoch,
+        o.schedule,
+        t_max=int(o.t_max),
+        eta_min=float(o.eta_min),
+        step_size=int(o.step_size),
+        gamma=float(o.gamma),
+    )
+    return make_fwd_optimizer(schedule, float(o.momentum), float(o.weight_decay)), schedule

@@ -10,22 +10,17 @@ import os
 
 from absl import app, flags, logging
 
-from jdtp import train
+from jdtp import config_base, train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", "workdirs/quickstart", "Parent folder of the two runs.")
 
 
 def _config(variant: str):
-    from importlib import util
-
     path = os.path.join(os.path.dirname(__file__), "..", "configs", "lenet_digits.py")
     if not os.path.exists(path):  # installed without the repository's configs/
         raise FileNotFoundError(f"{path} not found: run the quickstart from a clone of the repository")
-    spec = util.spec_from_file_location("lenet_digits", path)
-    module = util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(variant)
+    return config_base.load_config_file(path, variant)
 
 
 def main(argv):

@@ -15,7 +15,7 @@ port, num, pid, workdir = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.a
 jax.distributed.initialize(f"localhost:{port}", num, pid)  # before any device query
 
 sys.path.insert(0, os.path.dirname(__file__))
-from test_train import tiny_config  # noqa: E402
+from helpers import tiny_config  # noqa: E402
 
 from jdtp import train  # noqa: E402
 

@@ -1,22 +1,30 @@
-"""Every experiment config loads, validates and takes command-line overrides (issue: configs)."""
+"""Every experiment config loads, validates and takes command-line overrides; one error per bad value."""
 
 import glob
 import os
 
 import pytest
 from absl import flags
+from helpers import CONFIG_DIR, build_algorithm
 from ml_collections import config_flags
 
-from jdtp import config_base, ddtp_configs, input_pipeline, train
+from jdtp import algorithms, config_base, ddtp_configs
 
-CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "configs")
 FILES = sorted(glob.glob(os.path.join(CONFIG_DIR, "*.py")))
 VARIANTS = {
-    "lenet_cifar10.py": ["", "bp", "table6", "smoke", "bp,smoke", "gpu", "tpu", "bp,tpu"],
-    **{
-        f"ddtp_{d}.py": ["", "s", "p", "bp", "smoke", "p,smoke", "gpu"]
-        for d in ("mnist", "fmnist", "cifar10")
-    },
+    "lenet_cifar10.py": [
+        "",
+        "bp",
+        "table6",
+        "smoke",
+        "bp,smoke",
+        "gpu",
+        "tpu",
+        "bp,tpu",
+        "vanilla_dtp",
+        "tp",
+    ],
+    **{f"ddtp_{d}.py": ["", "s", "p", "smoke", "p,smoke", "gpu"] for d in ("mnist", "fmnist", "cifar10")},
 }
 
 
@@ -36,9 +44,10 @@ def _load(path, variant, overrides=()):
     return fv.config
 
 
-def _num_fb(config):
-    info = input_pipeline.get_info(config.data.name, config.data)
-    return train.build_network(config, info).num_trainable_fb
+def _validate(config):
+    """What a run checks before it loads data: common keys, the network, the algorithm's sections."""
+    config_base.validate_common(config)
+    return build_algorithm(config)
 
 
 def test_all_experiment_files_present():
@@ -59,15 +68,22 @@ def test_all_experiment_files_present():
 @pytest.mark.parametrize("path,variant", list(_cases()))
 def test_config_loads_validates_and_takes_tuple_override(path, variant):
     config = _load(path, variant)
-    n = _num_fb(config)
-    config_base.validate_config(config, n)
+    algo = _validate(config)
     default = "ddtp" if os.path.basename(path).startswith("ddtp_") else "dtp"
-    assert config.algorithm == ("bp" if "bp" in variant else default)
-    new_k = tuple(range(1, n + 1))
-    overridden = _load(path, variant, [f"--config.dtp.num_fb_iters={new_k}", "--config.dtp.beta=0.25"])
-    assert tuple(overridden.dtp.num_fb_iters) == new_k
-    assert overridden.dtp.beta == 0.25
-    config_base.validate_config(overridden, n)
+    chosen = {"bp", "vanilla_dtp", "tp"} & config_base.parse_variant(variant)
+    assert config.algorithm == (chosen.pop() if chosen else default) == algo.name
+    # Exactly the algorithm's sections: a BP config carries no DTP lists, a DDTP config no optim.
+    assert set(config.keys()) & algorithms.all_sections() == set(type(algo).sections)
+    section = config.algorithm if config.algorithm in config else None
+    if section and "num_fb_iters" in config[section]:
+        n = len(config[section].num_fb_iters)
+        new_k = tuple(range(1, n + 1))
+        overridden = _load(path, variant, [f"--config.{section}.num_fb_iters={new_k}"])
+        assert tuple(overridden[section].num_fb_iters) == new_k
+        _validate(overridden)
+    if config.algorithm == "bp":  # no DTP section to override
+        with pytest.raises(Exception, match="dtp"):
+            _load(path, variant, ["--config.dtp.beta=0.25"])
 
 
 def test_paper_hyperparameters_are_in_the_configs():
@@ -89,12 +105,31 @@ def test_paper_hyperparameters_are_in_the_configs():
     assert p.ddtp.target_stepsize == 0.0428 and p.data.batch_size == 138
     with pytest.raises(config_base.ConfigError, match="'s' .* 'p'"):
         ddtp_configs.ddtp_config("mnist", "s,p")
+    # The untuned baselines take the experiment's lists and β (spec §8.2).
+    tp = _load(os.path.join(CONFIG_DIR, "lenet_mnist.py"), "tp")
+    mnist = _load(os.path.join(CONFIG_DIR, "lenet_mnist.py"), "")
+    assert tuple(tp.tp.num_fb_iters) == tuple(mnist.dtp.num_fb_iters) and tp.tp.beta == mnist.dtp.beta
+    assert tp.optim.lr == 1e-3
+
+
+def test_base_config_is_neutral():
+    """No experiment's values in the base: unset keys fail naming the key and the fix."""
+    c = config_base.get_base_config("dtp")
+    assert c.dtp.beta is None and tuple(c.dtp.noise_scale) == () and c.optim.lr is None
+    c.dtp.beta = 0.5
+    with pytest.raises(
+        config_base.ConfigError, match=r"config.optim.lr is not set; set it in the experiment"
+    ):
+        _validate(c)
+    c.optim.lr = 0.1
+    with pytest.raises(config_base.ConfigError, match=r"config.dtp.noise_scale is not set"):
+        _validate(c)
 
 
 def test_wrong_length_per_layer_list_fails_naming_the_field():
     config = _load(os.path.join(CONFIG_DIR, "vgg_cifar10.py"), "", ["--config.dtp.noise_scale=(0.1,0.2)"])
     with pytest.raises(config_base.ConfigError) as e:
-        config_base.validate_config(config, _num_fb(config))
+        _validate(config)
     msg = str(e.value)
     assert "config.dtp.noise_scale has 2 entries (0.1, 0.2), expected 5" in msg
     assert "\n" not in msg
@@ -107,14 +142,20 @@ def test_wrong_length_per_layer_list_fails_naming_the_field():
         ("--config.dtp.num_fb_iters=(0,1,1)", "config.dtp.num_fb_iters[0]"),
         ("--config.dtp.fb_lr=(0.1,-0.1,0.1)", "config.dtp.fb_lr[1]"),
         ("--config.dtp.unpool_mode=max", "config.dtp.unpool_mode"),
+        ("--config.dtp.probe=fd", "config.dtp.probe"),
         ("--config.algorithm=ddtp2", "config.algorithm"),
+        ("--config.algorithm=bp", "does not use the section"),
         ("--config.optim.schedule=linear", "config.optim.schedule"),
+        ("--config.model.hidden=-3", "config.model"),
+        ("--config.data.batch_size=0", "config.data.batch_size"),
     ],
 )
 def test_out_of_range_values_fail_naming_the_field(override, field):
     config = _load(os.path.join(CONFIG_DIR, "lenet_mnist.py"), "", [override])
-    with pytest.raises(config_base.ConfigError, match=field.replace("[", r"\[").replace("]", r"\]")):
-        config_base.validate_config(config, 3)
+    with pytest.raises(
+        (config_base.ConfigError, ValueError), match=field.replace("[", r"\[").replace("]", r"\]")
+    ):
+        _validate(config)
 
 
 def test_accelerator_variants_set_precision_and_library_convs():
@@ -127,6 +168,8 @@ def test_accelerator_variants_set_precision_and_library_convs():
 def test_unknown_variant_is_rejected():
     with pytest.raises(Exception, match="unknown config variant"):
         _load(os.path.join(CONFIG_DIR, "lenet_mnist.py"), "fast")
+    with pytest.raises(Exception, match="pick one"):
+        _load(os.path.join(CONFIG_DIR, "lenet_mnist.py"), "bp,tp")
 
 
 @pytest.mark.parametrize(
@@ -141,4 +184,13 @@ def test_unknown_variant_is_rejected():
 def test_ddtp_fields_are_validated(override, message):
     config = _load(os.path.join(CONFIG_DIR, "ddtp_mnist.py"), "", [override])
     with pytest.raises(config_base.ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        config_base.validate_config(config, 3)
+        _validate(config)
+
+
+def test_figure_configs_load():
+    for name, variants in (("fig2_jmc.py", [""]), ("fig3_gmp.py", ["", "cpu"])):
+        for v in variants:
+            c = config_base.load_config_file(os.path.join(CONFIG_DIR, "figures", name), v)
+            assert c.matmul_precision == "highest"
+    gmp = config_base.load_config_file(os.path.join(CONFIG_DIR, "figures", "fig3_gmp.py"))
+    assert gmp.beta == _load(os.path.join(CONFIG_DIR, "lenet_cifar10.py"), "").dtp.beta  # one source

@@ -7,9 +7,21 @@ import numpy as np
 import optax
 import pytest
 
-from jdtp import drl, dtp, feedback
+from jdtp import blocks as blk
+from jdtp import ddtp_configs, drl, feedback
 from jdtp import metrics as mt
 from jdtp import networks as nets
+from jdtp import targets as tg
+
+_CIFAR = ddtp_configs.S_DDTP["cifar10"]
+
+
+def _hp(**kw):
+    """DRL hyperparameters: the fork's CIFAR-10 values unless given."""
+    defaults = dict(
+        sigma=_CIFAR["sigma"][0], lr=_CIFAR["lr_fb"], eps=_CIFAR["eps_fb"], weight_decay=_CIFAR["feedback_wd"]
+    )
+    return drl.DRLHParams(**{**defaults, **kw})
 
 
 def _np_elu(z):
@@ -21,8 +33,8 @@ def _linear_net(fin=3, hidden=6, out=4):
     return nets.Network(
         "linear",
         (
-            nets.DenseBlock("d0", (fin,), hidden, "identity", use_bias=False),
-            nets.DenseBlock("d1", (hidden,), out, "identity", use_bias=False),
+            blk.DenseBlock("d0", (fin,), hidden, "identity", use_bias=False),
+            blk.DenseBlock("d1", (hidden,), out, "identity", use_bias=False),
         ),
     )
 
@@ -30,9 +42,9 @@ def _linear_net(fin=3, hidden=6, out=4):
 def _mlp(dims=(5, 4, 3), classes=3):
     blocks, shape = [], (dims[0],)
     for i, d in enumerate(dims[1:]):
-        blocks.append(nets.DenseBlock(f"fc{i}", shape, d, "elu"))
+        blocks.append(blk.DenseBlock(f"fc{i}", shape, d, "elu"))
         shape = (d,)
-    blocks.append(nets.DenseBlock("out", shape, classes, "identity"))
+    blocks.append(blk.DenseBlock("out", shape, classes, "identity"))
     return nets.Network("mlp", tuple(blocks))
 
 
@@ -41,11 +53,11 @@ def test_drl_converges_to_pseudo_inverse_and_ldrl_to_transpose():
     net = _linear_net()
     fwd, fb = nets.init_params(jax.random.key(0), net)
     x = jax.random.normal(jax.random.key(1), (256, 3))
-    s, _ = dtp.forward_pass(net, fwd, x)
+    s, _ = tg.forward_pass(net, fwd, x)
     w = np.asarray(fwd[1]["kernel"])  # [6, 4]
     pinv, wt = np.linalg.pinv(w), w.T  # both [4, 6]
 
-    hp = drl.DRLHParams(sigma=0.1, lr=0.01, eps=1e-8, weight_decay=0.0)
+    hp = _hp(sigma=0.1, lr=0.01, eps=1e-8, weight_decay=0.0)
     q0 = drl.init_direct_feedback(jax.random.key(2), net)
     train_drl = jax.jit(lambda q, st, s_, k: drl.train_feedback(net, fwd, q, st, s_, k, (1500,), hp))
     q, _, losses = train_drl(q0, drl.init_opt_state(q0), s, jax.random.key(3))
@@ -54,7 +66,7 @@ def test_drl_converges_to_pseudo_inverse_and_ldrl_to_transpose():
     block, tx = net.blocks[1], optax.sgd(0.5, momentum=0.9)
     train_ldrl = jax.jit(
         lambda g, st, k: feedback.train_feedback_layer(
-            block, g, st, tx, fwd[1], s[1], s[2], None, k, 600, 0.1
+            block, g, st, tx, fwd[1], s[1], s[2], None, k, num_fb_iters=600, sigma=0.1
         )
     )
     g, _, _ = train_ldrl(fb[1], tx.init(fb[1]), jax.random.key(4))
@@ -107,11 +119,11 @@ def test_ddtp_conv_update_is_mse_over_all_elements_and_output_angle_is_zero():
     grads, aux = jax.jit(lambda *a: drl.ddtp_forward_grads(net, *a, 0.5))(fwd, q, x, labels)
     s, t = aux["s"], aux["t"]
     for n in (0, 1):
-        ref = jax.jit(
-            jax.grad(lambda p, x_, t_, n=n: jnp.mean((nets.forward_block(net.blocks[n], p, x_)[0] - t_) ** 2))
-        )(fwd[n], s[n], t[n + 1])
+        ref = jax.jit(jax.grad(lambda p, x_, t_, n=n: jnp.mean((net.blocks[n].forward(p, x_)[0] - t_) ** 2)))(
+            fwd[n], s[n], t[n + 1]
+        )
         chex.assert_trees_all_close(grads[n], ref, rtol=1e-5, atol=1e-8)
-    bp, _ = jax.jit(lambda *a: dtp.bp_grads(net, *a))(fwd, x, labels)
+    bp, _ = jax.jit(lambda *a: tg.bp_grads(net, *a))(fwd, x, labels)
 
     def cos(a, b):  # float64, no epsilon: these updates are tiny (∝ 1/B²), spec §6.1's +1e-8 would bias
         a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
@@ -127,12 +139,12 @@ def test_drl_loss_matches_numpy_with_the_same_noise():
         fwd, _ = nets.init_params(jax.random.key(0), net, jnp.float64)
         q = drl.init_direct_feedback(jax.random.key(1), net, jnp.float64)
         x = jax.random.normal(jax.random.key(2), (6, 5), jnp.float64)
-        s, _ = dtp.forward_pass(net, fwd, x)
+        s, _ = tg.forward_pass(net, fwd, x)
         key, sigma, n = jax.random.key(3), 0.05, 1
         got = drl.drl_loss(net, fwd, q[0], n, s, key, sigma)
         xi = np.asarray(jax.random.normal(key, s[n].shape, jnp.float64))
         for sem in drl.SEMANTICS:  # the whole training call stays in float64
-            hp = drl.DRLHParams(sigma=sigma, semantics=sem)
+            hp = _hp(sigma=sigma, semantics=sem)
             q2, st, losses = _jit_train(net, fwd, (2, 1), hp)(q, drl.init_opt_state(q), s, key)
             assert (
                 all(p["kernel"].dtype == jnp.float64 for p in q2) and st.mu[0]["kernel"].dtype == jnp.float64
@@ -156,7 +168,7 @@ def test_init_direct_feedback_shapes_and_xavier_std():
 
 
 def test_adam_step_matches_pytorch_adam_with_coupled_weight_decay():
-    hp = drl.DRLHParams(lr=0.01, eps=1e-6, weight_decay=0.1)
+    hp = _hp(lr=0.01, eps=1e-6, weight_decay=0.1)
     q = ({"kernel": jnp.array([[0.5, -1.0]])}, {"kernel": jnp.array([[2.0]])})
     state = drl.init_opt_state(q)._replace(has_grad=jnp.array([True, False]))
     grads = ({"kernel": jnp.array([[0.3, 0.2]])}, {"kernel": jnp.array([[1.0]])})
@@ -175,14 +187,16 @@ def test_adam_step_matches_pytorch_adam_with_coupled_weight_decay():
 
 def _jit_train(net, fwd, num_iters, hp, compute=None):
     """One jitted ``(q, state, s, key) -> (q, state, losses)`` DDTP feedback call."""
-    return jax.jit(lambda q, st, s, k: drl.train_feedback(net, fwd, q, st, s, k, num_iters, hp, compute))
+    return jax.jit(
+        lambda q, st, s, k: drl.train_feedback(net, fwd, q, st, s, k, num_iters, hp, compute_grads=compute)
+    )
 
 
 def _two_hidden_problem():
     net = _mlp((5, 4, 3), classes=3)
     fwd, _ = nets.init_params(jax.random.key(0), net)
     q = drl.init_direct_feedback(jax.random.key(1), net)
-    s, _ = dtp.forward_pass(net, fwd, jax.random.normal(jax.random.key(2), (8, 5)))
+    s, _ = tg.forward_pass(net, fwd, jax.random.normal(jax.random.key(2), (8, 5)))
     return net, fwd, q, s
 
 
@@ -191,7 +205,7 @@ def test_fork_equals_original_when_one_layer_trains(num_iters):
     net, fwd, q, s = _two_hidden_problem()
     out = {}
     for sem in drl.SEMANTICS:
-        hp = drl.DRLHParams(sigma=0.1, semantics=sem)
+        hp = _hp(sigma=0.1, semantics=sem)
         out[sem] = _jit_train(net, fwd, num_iters, hp)(q, drl.init_opt_state(q), s, jax.random.key(3))
     chex.assert_trees_all_close(out["fork"][0], out["original"][0], rtol=1e-6, atol=1e-7)
     chex.assert_trees_all_equal(out["fork"][1].count, out["original"][1].count)
@@ -203,7 +217,7 @@ def test_fork_reapplies_stale_gradients_original_does_not():
     """Fork, K = (1, 1): layer 1 is stepped twice with its one gradient; original steps each layer once."""
     net, fwd, q, s = _two_hidden_problem()
     key = jax.random.key(3)
-    hps = {sem: drl.DRLHParams(sigma=0.1, lr=0.01, semantics=sem) for sem in drl.SEMANTICS}
+    hps = {sem: _hp(sigma=0.1, lr=0.01, semantics=sem) for sem in drl.SEMANTICS}
     fork = _jit_train(net, fwd, (1, 1), hps["fork"])(q, drl.init_opt_state(q), s, key)
     orig = _jit_train(net, fwd, (1, 1), hps["original"])(q, drl.init_opt_state(q), s, key)
     chex.assert_trees_all_equal(fork[1].count, jnp.array([2, 1], jnp.int32))
@@ -229,7 +243,7 @@ def test_fork_reapplies_stale_gradients_original_does_not():
 def test_second_fork_call_steps_every_layer_from_its_first_step():
     """Once a layer has a .grad tensor, zero_grad keeps it: later calls step it at every step."""
     net, fwd, q, s = _two_hidden_problem()
-    hp = drl.DRLHParams(sigma=0.1)
+    hp = _hp(sigma=0.1)
     call = _jit_train(net, fwd, (2, 2), hp)
     q1, st1, _ = call(q, drl.init_opt_state(q), s, jax.random.key(3))
     _, st2, _ = call(q1, st1, s, jax.random.key(4))
@@ -240,7 +254,7 @@ def test_second_fork_call_steps_every_layer_from_its_first_step():
 def test_skipping_other_layers_gradients_keeps_a_layers_trajectory():
     """The exact shortcut of the Fig. 2 DRL arm: zero grads for layer 1 leave Q_2 bit-identical."""
     net, fwd, q, s = _two_hidden_problem()
-    hp = drl.DRLHParams(sigma=0.1)
+    hp = _hp(sigma=0.1)
     state = drl.init_opt_state(q)
     full, skip = q, q
     st_full, st_skip = state, state
@@ -264,17 +278,17 @@ def test_fig2_drl_arm_pseudo_inverse_limit_and_adam_noise_floor(xla_optimized):
     # Only fc1 → fc2 matters (the other layers' gradients cannot change Q_fc1): an ELU fc1 and a
     # linear 512 → 10 output layer, as in LeNet.
     net = nets.Network(
-        "fc", (nets.DenseBlock("fc1", (16,), 512, "elu"), nets.DenseBlock("fc2", (512,), 10, "identity"))
+        "fc", (blk.DenseBlock("fc1", (16,), 512, "elu"), blk.DenseBlock("fc2", (512,), 10, "identity"))
     )
     fwd, _ = nets.init_params(jax.random.key(0), net)
-    s, _ = dtp.forward_pass(net, fwd, jax.random.normal(jax.random.key(1), (128, 16)))
+    s, _ = tg.forward_pass(net, fwd, jax.random.normal(jax.random.key(1), (128, 16)))
     q0 = drl.init_direct_feedback(jax.random.key(2), net)
     w = np.asarray(fwd[1]["kernel"])  # W_outᵀ, [512, 10]
     pinv_t = np.linalg.pinv(w).T
     limit = float(mt.angle(w, pinv_t))
 
     def calls(lr, n):
-        hp = drl.DRLHParams(lr=lr)
+        hp = _hp(lr=lr)
 
         def body(carry, i):
             q_, st_ = carry
@@ -287,7 +301,7 @@ def test_fig2_drl_arm_pseudo_inverse_limit_and_adam_noise_floor(xla_optimized):
         )
         return q
 
-    q_slow, q_tuned = calls(1e-3, 1000), calls(drl.DDTP_CIFAR_LR_FB, 200)
+    q_slow, q_tuned = calls(1e-3, 1000), calls(_CIFAR["lr_fb"], 200)
     d_slow, a_slow = drl.output_layer_alignment(fwd, q_slow)
     _, a_tuned = drl.output_layer_alignment(fwd, q_tuned)
     assert 3 < limit < 20

@@ -5,9 +5,18 @@ import os
 
 import numpy as np
 import pytest
+from helpers import CONFIG_DIR
 
+from jdtp import config_base
 from jdtp import experiments as ex
 from jdtp.experiments import angles_plot, gmp, jmc
+
+
+def _config(name, **overrides):
+    c = config_base.load_config_file(os.path.join(CONFIG_DIR, "figures", name))
+    for k, v in overrides.items():
+        c[k] = v
+    return c
 
 
 def _png(path):
@@ -16,7 +25,9 @@ def _png(path):
 
 
 def test_jmc_tiny_run_writes_png_and_json(tmp_path):
-    args = jmc.Args(seeds=2, iterations=20, record_every=5, batch_size=8, synthetic_shape=(8, 8, 3))
+    args = _config(
+        "fig2_jmc.py", seeds=2, iterations=20, record_every=5, batch_size=8, synthetic_shape=(8, 8, 3)
+    )
     result = jmc.run(args, str(tmp_path))
     assert _png(tmp_path / "jmc.png")
     with open(tmp_path / "jmc.json") as f:
@@ -39,13 +50,15 @@ def test_jmc_tiny_run_writes_png_and_json(tmp_path):
 
 def test_jmc_rejects_a_budget_that_is_not_a_multiple_of_record_every(tmp_path):
     with pytest.raises(ValueError, match="multiple"):
-        jmc.run(jmc.Args(iterations=7, record_every=5), str(tmp_path))
+        jmc.run(_config("fig2_jmc.py", iterations=7, record_every=5), str(tmp_path))
 
 
 @pytest.mark.slow
 def test_gmp_tiny_run_writes_png_and_json(tmp_path):
     # ~10 conv programs to compile (pre-training per layer and mode, DTP/DDTP/BP gradients): the slowest test.
-    args = gmp.Args(seeds=1, batch_size=8, iterations=4, chunk=2, unroll=1, synthetic_shape=(8, 8, 3))
+    args = _config(
+        "fig3_gmp.py", seeds=1, batch_size=8, iterations=4, chunk=2, unroll=1, synthetic_shape=(8, 8, 3)
+    )
     gmp.run(args, str(tmp_path))
     assert _png(tmp_path / "gmp.png")
     with open(tmp_path / "gmp.json") as f:
@@ -73,7 +86,7 @@ def test_gmp_tiny_run_writes_png_and_json(tmp_path):
 
 def test_gmp_validates_per_layer_lists(tmp_path):
     with pytest.raises(ValueError, match="ldrl_sigma"):
-        gmp.run(gmp.Args(ldrl_sigma=(0.2, 0.1)), str(tmp_path))
+        gmp.run(_config("fig3_gmp.py", ldrl_sigma=(0.2, 0.1)), str(tmp_path))
 
 
 def _write_metrics(workdir, records):

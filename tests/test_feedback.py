@@ -7,13 +7,15 @@ import numpy as np
 import optax
 import pytest
 
-from jdtp import dtp, feedback
+from jdtp import blocks as blk
+from jdtp import feedback
 from jdtp import metrics as mt
 from jdtp import networks as nets
+from jdtp import targets as tg
 
 
 def _dense_block(fin, fout, activation="identity", use_bias=True):
-    return nets.DenseBlock("d", (fin,), fout, activation, use_bias)
+    return blk.DenseBlock("d", (fin,), fout, activation, use_bias)
 
 
 def _np_elu(z):
@@ -26,7 +28,7 @@ def test_ldrl_loss_matches_float64_numpy():
         block = _dense_block(5, 4, "elu")
         f, g = nets.init_block(jax.random.key(0), block, jnp.float64)
         x = jax.random.normal(jax.random.key(1), (6, 5), jnp.float64)
-        y, _ = nets.forward_block(block, f, x)
+        y, _ = block.forward(f, x)
         key, sigma = jax.random.key(2), 0.3
         got = feedback.ldrl_loss(block, g, f, x, y, None, key, sigma)
         dx, dy = feedback.draw_noise(key, x, y, sigma)
@@ -63,18 +65,18 @@ def test_noisy_reconstruction_uses_noisy_pool_indices():
     fwd, fb = nets.init_params(jax.random.key(0), net)
     block = net.blocks[1]
     x = jax.random.normal(jax.random.key(1), (4, *block.in_shape))
-    y, idx = nets.forward_block(block, fwd[1], x)
+    y, idx = block.forward(fwd[1], x)
     sigma, key = 0.5, jax.random.key(7)
     dx, dy = feedback.draw_noise(key, x, y, sigma)
-    y_noisy, idx_noisy = nets.forward_block(block, fwd[1], x + dx)
+    y_noisy, idx_noisy = block.forward(fwd[1], x + dx)
     assert not np.array_equal(idx, idx_noisy)  # large σ moves some argmaxes
-    r = nets.feedback_block(block, fb[1], y, idx)
-    dr_ref = nets.feedback_block(block, fb[1], y_noisy, idx_noisy) - r
-    dr_y_ref = nets.feedback_block(block, fb[1], y + dy, idx) - r
+    r = block.feedback(fb[1], y, idx)
+    dr_ref = block.feedback(fb[1], y_noisy, idx_noisy) - r
+    dr_y_ref = block.feedback(fb[1], y + dy, idx) - r
     dr, dr_y = feedback.ldrl_terms(block, fb[1], fwd[1], x, y, idx, dx, dy)
     chex.assert_trees_all_close(dr, dr_ref, atol=1e-6)
     chex.assert_trees_all_close(dr_y, dr_y_ref, atol=1e-6)
-    wrong = nets.feedback_block(block, fb[1], y_noisy, idx) - r
+    wrong = block.feedback(fb[1], y_noisy, idx) - r
     assert not np.allclose(dr, wrong, atol=1e-4)
 
 
@@ -84,7 +86,7 @@ def test_ldrl_gradient_oracle_linear():
     block = _dense_block(fin, fout)
     f, g = nets.init_block(jax.random.key(0), block)
     x = jax.random.normal(jax.random.key(1), (4096, fin))
-    y, _ = nets.forward_block(block, f, x)
+    y, _ = block.forward(f, x)
 
     grad_fn = jax.jit(jax.grad(lambda g, k: feedback.ldrl_loss(block, g, f, x, y, None, k, sigma)))
     grads = [grad_fn(g, jax.random.fold_in(jax.random.key(2), i)) for i in range(16)]
@@ -100,7 +102,7 @@ def test_ldrl_bias_gradient_is_zero_for_conv_block():
     net = nets.lenet((8, 8, 2), 3, channels=(3, 4), hidden=5)
     fwd, fb = nets.init_params(jax.random.key(0), net)
     x = jax.random.normal(jax.random.key(1), (4, *net.blocks[1].in_shape))
-    y, idx = nets.forward_block(net.blocks[1], fwd[1], x)
+    y, idx = net.blocks[1].forward(fwd[1], x)
     grads = jax.grad(
         lambda g: feedback.ldrl_loss(net.blocks[1], g, fwd[1], x, y, idx, jax.random.key(3), 0.1)
     )(fb[1])
@@ -113,11 +115,11 @@ def test_jvp_probe_terms_match_jacobians():
     block = _dense_block(5, 3, "elu")
     f, g = nets.init_block(jax.random.key(0), block)
     x = jax.random.normal(jax.random.key(1), (1, 5))
-    y, _ = nets.forward_block(block, f, x)
+    y, _ = block.forward(f, x)
     dx, dy = feedback.draw_noise(jax.random.key(2), x, y, 0.1)
     dr, dr_y = feedback.ldrl_terms(block, g, f, x, y, None, dx, dy, probe="jvp")
-    jf = jax.jacfwd(lambda z: nets.forward_block(block, f, z[None])[0][0])(x[0])  # [3, 5]
-    jg = jax.jacfwd(lambda z: nets.feedback_block(block, g, z[None], None)[0])(y[0])  # [5, 3]
+    jf = jax.jacfwd(lambda z: block.forward(f, z[None])[0][0])(x[0])  # [3, 5]
+    jg = jax.jacfwd(lambda z: block.feedback(g, z[None], None)[0])(y[0])  # [5, 3]
     chex.assert_trees_all_close(dr[0], jg @ jf @ dx[0], atol=1e-6)
     chex.assert_trees_all_close(dr_y[0], jg @ dy[0], atol=1e-6)
 
@@ -128,7 +130,7 @@ def test_difference_probe_converges_to_jvp_probe():
         net = nets.lenet((8, 8, 2), 3, channels=(3, 4), hidden=6)
         fwd, fb = nets.init_params(jax.random.key(0), net, jnp.float64)
         x = jax.random.normal(jax.random.key(1), (4, 8, 8, 2), jnp.float64)
-        s, idx = dtp.forward_pass(net, fwd, x)
+        s, idx = tg.forward_pass(net, fwd, x)
         errors = {}
         for n in (1, 2, 3):
             b = net.blocks[n]
@@ -156,7 +158,7 @@ def _output_layer_problem(batch=128):
     net = nets.lenet()
     fwd, fb = nets.init_params(jax.random.key(0), net)
     x = jax.random.normal(jax.random.key(1), (batch, 32, 32, 3))
-    s, _ = dtp.forward_pass(net, fwd, x)
+    s, _ = tg.forward_pass(net, fwd, x)
     return net, fwd, fb, s
 
 
@@ -166,7 +168,7 @@ def test_jmc_convergence_output_layer(xla_optimized):
     block, tx = net.blocks[3], optax.sgd(0.02, momentum=0.9)
     run = jax.jit(
         lambda g, st, k: feedback.train_feedback_layer(
-            block, g, st, tx, fwd[3], s[3], s[4], None, k, 400, 0.08
+            block, g, st, tx, fwd[3], s[3], s[4], None, k, num_fb_iters=400, sigma=0.08
         )
     )
     g, st, angles = fb[3], tx.init(fb[3]), []
@@ -184,10 +186,10 @@ def test_scan_equals_python_loop():
     net = nets.lenet((8, 8, 2), 3, channels=(3, 4), hidden=6)
     fwd, fb = nets.init_params(jax.random.key(0), net)
     x = jax.random.normal(jax.random.key(1), (4, 8, 8, 2))
-    s, idx = dtp.forward_pass(net, fwd, x)
+    s, idx = tg.forward_pass(net, fwd, x)
     block, tx, K, sigma, key = net.blocks[1], optax.sgd(0.05, momentum=0.9), 5, 0.2, jax.random.key(3)
     g_scan, st_scan, losses = feedback.train_feedback_layer(
-        block, fb[1], tx.init(fb[1]), tx, fwd[1], s[1], s[2], idx[1], key, K, sigma
+        block, fb[1], tx.init(fb[1]), tx, fwd[1], s[1], s[2], idx[1], key, num_fb_iters=K, sigma=sigma
     )
     g, st, loop_losses = fb[1], tx.init(fb[1]), []
     for k in jax.random.split(key, K):
@@ -206,11 +208,24 @@ def test_scan_equals_python_loop():
 def test_train_feedback_only_trains_g1_to_gn_and_validates_probe():
     net = nets.lenet((8, 8, 2), 3, channels=(3, 4), hidden=6)
     fwd, fb = nets.init_params(jax.random.key(0), net)
-    s, idx = dtp.forward_pass(net, fwd, jax.random.normal(jax.random.key(1), (4, 8, 8, 2)))
+    s, idx = tg.forward_pass(net, fwd, jax.random.normal(jax.random.key(1), (4, 8, 8, 2)))
     txs = feedback.make_fb_optimizers((0.01, 0.01, 0.01))
     states = tuple(tx.init(fb[n + 1]) for n, tx in enumerate(txs))
+
+    def layer_vg(n, f, x, y, aux):
+        return feedback.ldrl_layer_value_and_grad(net.blocks[n], f, x, y, aux, sigma=0.1)
+
     new_fb, _, losses = feedback.train_feedback(
-        net, fwd, fb, states, txs, s, idx, jax.random.key(2), (2, 3, 4), (0.1, 0.1, 0.1)
+        net,
+        fwd,
+        fb,
+        states,
+        txs,
+        s,
+        idx,
+        jax.random.key(2),
+        num_fb_iters=(2, 3, 4),
+        layer_value_and_grad=layer_vg,
     )
     chex.assert_trees_all_equal(new_fb[0], fb[0])  # G^0 is never trained
     assert [l.shape for l in losses] == [(2,), (3,), (4,)]
@@ -229,16 +244,16 @@ def test_closed_form_ldrl_gradient_equals_autodiff(unpool_mode, conv_impl):
         nets.simple_vgg(channels=(4, 4, 8, 8, 8), conv_impl=conv_impl),
     ):
         fwd, fb = nets.init_params(jax.random.key(0), net)
-        s, idx = dtp.forward_pass(net, fwd, jax.random.normal(jax.random.key(1), (3, 32, 32, 3)))
+        s, idx = tg.forward_pass(net, fwd, jax.random.normal(jax.random.key(1), (3, 32, 32, 3)))
         for n in range(1, net.num_blocks):
             block, key = net.blocks[n], jax.random.key(n)
-            a_clean = nets.feedback_input(block, s[n + 1], idx[n], unpool_mode)
+            a_clean = block.feedback_input(s[n + 1], idx[n], unpool_mode=unpool_mode)
             loss, grads = feedback.ldrl_value_and_grad(
-                block, fb[n], fwd[n], s[n], s[n + 1], idx[n], a_clean, key, 0.3, unpool_mode
+                block, fb[n], fwd[n], s[n], s[n + 1], idx[n], a_clean, key, 0.3, unpool_mode=unpool_mode
             )
             ref_loss, ref_grads = jax.value_and_grad(
                 lambda g, block=block, n=n, key=key: feedback.ldrl_loss(
-                    block, g, fwd[n], s[n], s[n + 1], idx[n], key, 0.3, unpool_mode
+                    block, g, fwd[n], s[n], s[n + 1], idx[n], key, 0.3, unpool_mode=unpool_mode
                 )
             )(fb[n])
             np.testing.assert_allclose(loss, ref_loss, rtol=1e-4, atol=1e-5)
@@ -250,7 +265,7 @@ def test_closed_form_ldrl_gradient_equals_autodiff(unpool_mode, conv_impl):
 def test_closed_form_training_matches_autodiff_training(conv_impl):
     net = nets.lenet(channels=(4, 8), hidden=16, conv_impl=conv_impl)
     fwd, fb = nets.init_params(jax.random.key(0), net)
-    s, idx = dtp.forward_pass(net, fwd, jax.random.normal(jax.random.key(1), (3, 32, 32, 3)))
+    s, idx = tg.forward_pass(net, fwd, jax.random.normal(jax.random.key(1), (3, 32, 32, 3)))
     tx = optax.sgd(0.01, momentum=0.9)
     out = {}
     for closed in (True, False):
@@ -264,10 +279,47 @@ def test_closed_form_training_matches_autodiff_training(conv_impl):
             s[2],
             idx[1],
             jax.random.key(2),
-            3,
-            0.3,
+            num_fb_iters=3,
+            sigma=0.3,
             closed_form=closed,
         )
     # Three SGD steps moved G (so the comparison is not of two untouched copies).
     assert float(jnp.max(jnp.abs(out[True][0]["kernel"] - fb[1]["kernel"]))) > 1e-6
     chex.assert_trees_all_close(out[True], out[False], atol=1e-5, rtol=1e-4)
+
+
+def test_reconstruction_loss_matches_float64_numpy():
+    with jax.enable_x64(True):
+        block = blk.DenseBlock("d", (5,), 4, "elu")
+        f, g = nets.init_block(jax.random.key(0), block, jnp.float64)
+        x = jax.random.normal(jax.random.key(1), (6, 5), jnp.float64)
+        key, sigma = jax.random.key(2), 0.3
+        got = float(feedback.reconstruction_loss(block, g, f, x, key, sigma))
+        xn = np.asarray(x + sigma * jax.random.normal(key, x.shape, x.dtype))
+    W, b, V, c = (np.asarray(a) for a in (f["kernel"], f["bias"], g["kernel"], g["bias"]))
+    elu = lambda z: np.where(z > 0, z, np.expm1(np.minimum(z, 0)))  # noqa: E731
+    r = elu(elu(xn @ W + b)) @ V + c  # G applies ELU to its input, bias active
+    np.testing.assert_allclose(got, np.mean(np.sum((xn - r) ** 2, 1)), rtol=1e-10)
+
+
+def test_reconstruction_training_inverts_an_invertible_linear_layer():
+    """For square invertible W, E‖(x+dx) − V W (x+dx) − c‖² is minimised by V = W⁻¹ (c = 0)."""
+    block = blk.DenseBlock("d", (4,), 4, "identity")
+    f, g = nets.init_block(jax.random.key(0), block)
+    f = {"kernel": jnp.eye(4) + 0.3 * jax.random.normal(jax.random.key(3), (4, 4)), "bias": jnp.zeros(4)}
+    x = jax.random.normal(jax.random.key(1), (256, 4))
+    tx = optax.sgd(0.02, momentum=0.9)
+    run = jax.jit(
+        lambda g, st: feedback.scan_optimize(
+            lambda g_, k: feedback.reconstruction_loss(block, g_, f, x, k, 0.3),
+            g,
+            st,
+            tx,
+            jax.random.key(2),
+            1500,
+        )
+    )
+    g, _, losses = run(g, tx.init(g))
+    # Row-vector convention: G(F(x)) = x W V, so V = W⁻¹.
+    np.testing.assert_allclose(np.asarray(g["kernel"]), np.linalg.inv(np.asarray(f["kernel"])), atol=0.05)
+    assert float(losses[-1]) < 0.05 * float(losses[0])

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jdtp import blocks as blk
 from jdtp import metrics as mt
 from jdtp import networks as nets
 
@@ -37,12 +38,48 @@ def test_jmc_metrics_zero_for_adjoint_and_compare_transposed_dense():
 
 
 def test_gmp_metrics_is_scale_invariant_in_angle_and_scales_distance():
-    g = ({"kernel": jnp.array([[1.0, 2.0]]), "bias": jnp.array([5.0])},)
-    d, a = mt.gmp_metrics(g, g, beta=1.0)
+    net = nets.Network("one", (blk.DenseBlock("d", (2,), 1, "identity"),))
+    g = ({"kernel": jnp.array([[1.0], [2.0]]), "bias": jnp.array([5.0])},)
+    d, a = mt.gmp_metrics(net, g, g, nudge=1.0)
     np.testing.assert_allclose(np.asarray(d), 0.0, atol=1e-6)
-    d, a2 = mt.gmp_metrics(jax.tree.map(lambda x: 0.1 * x, g), g, beta=0.1)
+    d, a2 = mt.gmp_metrics(net, jax.tree.map(lambda x: 0.1 * x, g), g, nudge=0.1)
     np.testing.assert_allclose(np.asarray(d), 0.0, atol=1e-6)
     np.testing.assert_allclose(np.asarray(a2), np.asarray(a), atol=1e-3)
+    # Biases are not compared: a different bias changes nothing.
+    other = ({"kernel": g[0]["kernel"], "bias": jnp.array([-7.0])},)
+    np.testing.assert_allclose(np.asarray(mt.gmp_metrics(net, other, g, 1.0)[1]), np.asarray(a), atol=1e-6)
+
+
+def test_gmp_and_jmc_concatenate_the_weights_of_a_block():
+    """A block with several weights is compared as one vector (numpy oracle)."""
+    rng = np.random.default_rng(0)
+    w1, w2, b1, b2 = (rng.normal(size=s).astype(np.float32) for s in ((3, 4), (2, 5), (3, 4), (2, 5)))
+
+    class TwoKernels(blk.DenseBlock):
+        def param_specs(self):
+            return (
+                (
+                    blk.ParamSpec("k1", (3, 4), 3),
+                    blk.ParamSpec("k2", (2, 5), 2),
+                    blk.ParamSpec("b", (1,), 1, weight=False),
+                ),
+                (blk.ParamSpec("k1", (3, 4), 3), blk.ParamSpec("k2", (2, 5), 2)),
+            )
+
+        def jmc_pairs(self, f, g):
+            return ((f["k1"], g["k1"]), (f["k2"], g["k2"]))
+
+    block = TwoKernels("two", (3,), 4)
+    net = nets.Network("two", (block, block.__class__("two_b", (3,), 4)))
+    f = {"k1": jnp.asarray(w1), "k2": jnp.asarray(w2), "b": jnp.zeros(1)}
+    g = {"k1": jnp.asarray(b1), "k2": jnp.asarray(b2), "b": jnp.ones(1)}
+    a, b = np.concatenate([w1.ravel(), w2.ravel()]), np.concatenate([b1.ravel(), b2.ravel()])
+    cos = a @ b / (np.linalg.norm(a) * np.linalg.norm(b))
+    _, gmp_angles = mt.gmp_metrics(net, (f, f), (g, g), nudge=1.0)
+    np.testing.assert_allclose(np.asarray(gmp_angles), np.degrees(np.arccos(cos)), rtol=1e-5)
+    dists, jmc_angles = mt.jmc_metrics(net, (f, f), (g, g))
+    np.testing.assert_allclose(float(jmc_angles[0]), np.degrees(np.arccos(cos)), rtol=1e-5)
+    np.testing.assert_allclose(float(dists[0]), np.linalg.norm(a - b) / np.linalg.norm(a), rtol=1e-5)
 
 
 def test_top_k_accuracy():

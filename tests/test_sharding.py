@@ -11,17 +11,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_train import _abstract_like, _read_jsonl, _restore, tiny_config
+from helpers import abstract_state, build_algorithm, tiny_config
+from test_train import _read_jsonl, _restore
 
-from jdtp import feedback, optim, sharding, steps, train
-from jdtp import networks as nets
+from jdtp import algorithms, sharding, train
 
 
 def _one_step_each(mesh_devices):
-    net = nets.lenet((16, 16, 3), 10, channels=(4, 8), hidden=16)
-    hp = steps.DTPHParams(beta=0.5, noise_scale=(0.1,) * 3, num_fb_iters=(3, 3, 3), fb_lr=(0.01,) * 3)
-    fwd_tx = optim.make_fwd_optimizer(optim.make_schedule(0.05, 10))
-    fb_txs = feedback.make_fb_optimizers(hp.fb_lr)
     mesh = sharding.make_mesh(mesh_devices)
     batch = {
         "image": jax.random.normal(jax.random.key(1), (16, 16, 16, 3)),
@@ -29,12 +25,10 @@ def _one_step_each(mesh_devices):
     }
     batch = sharding.global_batch({k: np.asarray(v) for k, v in batch.items()}, mesh)
     out = {}
-    for name, make, txs in (
-        ("dtp", lambda: steps.make_dtp_train_step(net, fwd_tx, fb_txs, hp), fb_txs),
-        ("bp", lambda: steps.make_bp_train_step(net, fwd_tx), ()),
-    ):
-        state = sharding.replicate(steps.create_train_state(jax.random.key(0), net, fwd_tx, txs), mesh)
-        state, _ = make()(state, batch, jax.random.key(2))
+    for name in ("dtp", "bp"):
+        algo = build_algorithm(tiny_config(name, **{"dtp.num_fb_iters": (3, 3, 3)} if name == "dtp" else {}))
+        state = sharding.replicate(algo.init_state(jax.random.key(0)), mesh)
+        state, _ = algorithms.make_train_steps(algo)["train"](state, batch, jax.random.key(2))
         assert state.fwd_params[0]["kernel"].sharding.is_fully_replicated
         out[name] = jax.device_get(state)
     return out
@@ -45,7 +39,9 @@ def test_one_step_same_on_1_and_8_devices():
     for name in ("dtp", "bp"):
         a = jax.tree.leaves((one[name].fwd_params, one[name].fb_params))
         b = jax.tree.leaves((eight[name].fwd_params, eight[name].fb_params))
-        rel = max(float(np.max(np.abs(x - y)) / (np.max(np.abs(x)) + 1e-12)) for x, y in zip(a, b))
+        rel = max(
+            float(np.max(np.abs(x - y)) / (np.max(np.abs(x)) + 1e-12)) for x, y in zip(a, b, strict=True)
+        )
         print(f"{name}: max relative difference 1 vs 8 devices = {rel:.2e}")
         assert rel < 1e-5, (name, rel)
 
@@ -94,7 +90,7 @@ def test_two_processes_match_one_process_with_four_devices(tmp_path):
         for i in range(2)
     ]
     outputs = [p.communicate(timeout=300)[0] for p in procs]
-    for p, out in zip(procs, outputs):
+    for p, out in zip(procs, outputs, strict=True):
         assert p.returncode == 0, out[-3000:]
     assert all("devices 4 local 2 steps 3" in out for out in outputs), [o[-500:] for o in outputs]
     # Checkpoint written once, at step 3, and restorable; results and logs from process 0 only.
@@ -105,12 +101,12 @@ def test_two_processes_match_one_process_with_four_devices(tmp_path):
 
     config = tiny_config(num_train_steps=3, mesh_devices=4, checkpoint_every_steps=3, gmp_every_steps=0)
     train.train_and_evaluate(config, str(tmp_path / "single"))
-    like = _abstract_like(config)
+    like = abstract_state(config)
     multi, _ = _restore(str(tmp_path / "mp"), like)
     single, _ = _restore(str(tmp_path / "single"), like)
     a = jax.tree.leaves((multi.fwd_params, multi.fb_params))
     b = jax.tree.leaves((single.fwd_params, single.fb_params))
-    rel = max(float(np.max(np.abs(x - y)) / (np.max(np.abs(x)) + 1e-12)) for x, y in zip(a, b))
+    rel = max(float(np.max(np.abs(x - y)) / (np.max(np.abs(x)) + 1e-12)) for x, y in zip(a, b, strict=True))
     print(f"2 processes x 2 devices vs 1 process x 4 devices: max relative difference {rel:.2e}")
     assert rel < 1e-5
     chex.assert_trees_all_equal(int(multi.step), 3)

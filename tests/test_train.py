@@ -11,37 +11,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 import tensorflow_datasets as tfds
+from helpers import abstract_state, tiny_config
 
-from jdtp import checkpointing, config_base, input_pipeline, steps, train
-
-
-def tiny_config(**overrides):
-    """LeNet (narrow) on synthetic 16×16×3 data: seconds per run on 2 cores."""
-    c = config_base.get_base_config()
-    c.model.channels = (4, 8)
-    c.model.hidden = 16
-    c.data.name = "synthetic"
-    c.data.synthetic_shape = (16, 16, 3)
-    c.data.synthetic_train_size = 64
-    c.data.synthetic_eval_size = 24
-    c.data.batch_size = 16
-    c.data.eval_batch_size = 16
-    c.dtp.noise_scale = (0.1, 0.1, 0.1)
-    c.dtp.num_fb_iters = (2, 2, 2)
-    c.dtp.fb_lr = (0.01, 0.01, 0.01)
-    c.optim.lr = 0.01
-    c.num_train_steps = 4
-    c.log_every_steps = 1
-    c.gmp_every_steps = 2
-    c.checkpoint_every_steps = 2
-    c.mesh_devices = 1
-    for k, v in overrides.items():
-        node = c
-        *path, leaf = k.split(".")
-        for p in path:
-            node = node[p]
-        node[leaf] = v
-    return c
+from jdtp import algorithms, checkpointing, config_base, input_pipeline, train
 
 
 def _read_jsonl(path):
@@ -56,20 +28,9 @@ def _restore(workdir, like):
     return state, step
 
 
-def _abstract_like(config):
-    info = input_pipeline.get_info(config.data.name, config.data)
-    net = train.build_network(config, info)
-    fwd_tx, _ = train.make_fwd_tx(config, 4)
-    hp = train.make_hparams(config)
-    from jdtp import feedback
-
-    txs = feedback.make_fb_optimizers(hp.fb_lr) if config.algorithm != "bp" else ()
-    return steps.create_train_state(jax.random.key(0), net, fwd_tx, txs)
-
-
 @pytest.mark.parametrize("algorithm", ["dtp", "bp"])
 def test_end_to_end_synthetic_writes_everything(tmp_path, algorithm):
-    config = tiny_config(algorithm=algorithm)
+    config = tiny_config(algorithm)
     results = train.train_and_evaluate(config, str(tmp_path))
     assert results["steps"] == 4 and not results["preempted"]
     assert 0.0 <= results["final_test_accuracy"] <= 1.0
@@ -87,6 +48,10 @@ def test_end_to_end_synthetic_writes_everything(tmp_path, algorithm):
                 f"jmc_angle/{layer}",
             } <= keys
         assert {"gmp_angle/conv_0", "gmp_angle/fc2"} <= keys
+    else:  # BP has no update of its own to compare with its gradient, and no feedback weights
+        assert not any(k.startswith(("gmp_angle/", "jmc_", "train/fb_loss")) for k in keys), keys
+        state, _ = _restore(str(tmp_path), abstract_state(config))
+        assert state.fb_params == () and state.fb_opt_state == ()
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2", "4"]
     assert os.listdir(tmp_path / "tensorboard")
 
@@ -104,7 +69,7 @@ def test_kill_and_resume_is_bitwise_identical(tmp_path):
     assert not os.path.exists(tmp_path / "b" / "results.json")
     second = train.train_and_evaluate(config, str(tmp_path / "b"))
     assert second["steps"] == 4 and not second["preempted"]
-    like = _abstract_like(config)
+    like = abstract_state(config)
     a, _ = _restore(str(tmp_path / "a"), like)
     b, _ = _restore(str(tmp_path / "b"), like)
     chex.assert_trees_all_equal(a, b)
@@ -115,25 +80,28 @@ def test_kill_and_resume_is_bitwise_identical(tmp_path):
 
 
 def test_nan_stops_run_naming_step_and_keeps_last_checkpoint(tmp_path, monkeypatch):
-    real = steps.make_dtp_train_step
+    real = algorithms.make_train_steps
 
     def poisoned(*args, **kwargs):
-        step = real(*args, **kwargs)
+        steps = real(*args, **kwargs)
 
-        def wrapped(state, batch, key):
-            new_state, metrics = step(state, batch, key)
-            bad = jax.numpy.where(new_state.step >= 3, jax.numpy.nan, 0.0)  # state was donated
-            return new_state, {**metrics, "loss": metrics["loss"] + bad}
+        def wrap(step):
+            def wrapped(state, batch, key):
+                new_state, metrics = step(state, batch, key)
+                bad = jax.numpy.where(new_state.step >= 3, jax.numpy.nan, 0.0)  # state was donated
+                return new_state, {**metrics, "loss": metrics["loss"] + bad}
 
-        return wrapped
+            return wrapped
 
-    monkeypatch.setattr(train.steps, "make_dtp_train_step", poisoned)
+        return {phase: wrap(step) for phase, step in steps.items()}
+
+    monkeypatch.setattr(train.algorithms, "make_train_steps", poisoned)
     config = tiny_config(num_train_steps=6)
     with pytest.raises(
         train.NonFiniteError, match=r"train/loss=nan at step 3 \(last good checkpoint: step 2\)"
     ):
         train.train_and_evaluate(config, str(tmp_path))
-    state, step = _restore(str(tmp_path), _abstract_like(config))
+    state, step = _restore(str(tmp_path), abstract_state(config))
     assert step == 2 and int(state.step) == 2
     chex.assert_tree_all_finite(state.fwd_params)
 

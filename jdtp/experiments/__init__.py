@@ -1,9 +1,12 @@
 """Alignment experiments of the paper: Fig. 2 (``jmc``), Fig. 3 (``gmp``) and Fig. 4 (``angles_plot``).
 
-Each experiment module has a ``run(args, out_dir) -> dict`` function that does
-the work and writes its PNG and JSON, and an absl ``main`` that builds ``args``
-from flags. This package module holds what they share: seeds, the single input
-batch per seed, JSON output and small statistics helpers.
+Each experiment module has a ``run(config, out_dir) -> dict`` function that does
+the work and writes its PNG and JSON. Experiments are configured like training:
+an ml-collections config file in ``configs/figures/`` (``fig2_jmc.py``, ``fig3_gmp.py``)
+with ``--config.KEY=VALUE`` overrides, run under the config's
+``matmul_precision`` (:func:`main`). This package module holds what they share:
+the entry point, seeds, the single input batch per seed, JSON output and small
+statistics helpers.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import functools
 import json
 import math
 import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -129,3 +133,34 @@ def matplotlib_pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def config_file(name: str) -> str:
+    """Path of ``configs/figures/<name>`` in the repository this package runs from."""
+    return os.path.join(os.path.dirname(__file__), "..", "..", "configs", "figures", name)
+
+
+def main(run_fn, config_name: str, out_default: str) -> None:
+    """``python -m jdtp.experiments.X [--config=configs/X.py[:variant]] [--config.KEY=V] [--out=DIR]``."""
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file(
+        "config",
+        config_file(config_name),
+        f"Experiment config file (default configs/figures/{config_name}).",
+        lock_config=True,
+    )
+    flags.DEFINE_string("out", out_default, "Output folder for the PNG and the JSON.")
+
+    def _main(argv):
+        if len(argv) > 1:
+            raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+        config = flags.FLAGS.config
+        try:
+            with jax.default_matmul_precision(config.matmul_precision):
+                run_fn(config, flags.FLAGS.out)
+        except ValueError as e:
+            sys.exit(f"error: {e}")
+
+    app.run(_main)

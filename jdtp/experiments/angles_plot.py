@@ -100,7 +100,7 @@ def run(workdirs: Sequence[str], out: str, labels: Sequence[str] | None = None) 
     if not labels:
         labels = [os.path.basename(os.path.normpath(w)) for w in workdirs]
     runs = {}
-    for label, w in zip(labels, workdirs):
+    for label, w in zip(labels, workdirs, strict=True):
         runs[label] = {"workdir": os.path.abspath(w), **read_gmp_angles(w)}
         if not runs[label]["layers"]:
             logging.warning("%s: no %s* entries in metrics.jsonl", w, PREFIX)
@@ -112,7 +112,7 @@ def run(workdirs: Sequence[str], out: str, labels: Sequence[str] | None = None) 
     plt = ex.matplotlib_pyplot()
     ncols = max(1, len(layer_names))
     fig, axes = plt.subplots(1, ncols, figsize=(3.2 * ncols, 3.2), squeeze=False)
-    for ax, layer in zip(axes[0], layer_names):
+    for ax, layer in zip(axes[0], layer_names, strict=False):  # one empty axis when nothing was logged
         for i, (label, r) in enumerate(runs.items()):
             series = r["layers"].get(layer)
             if series is None:

@@ -9,7 +9,7 @@ fc2; weights only, spec §6.3), with the training β = 0.4655:
 * ``DRL_random`` (a): DDTP-linear direct feedback Q at xavier-normal init;
   DDTP update (:func:`jdtp.drl.ddtp_forward_grads`, target stepsize β) / β.
 * ``L-DRL_random`` (b): our layer-wise G at PyTorch-default init, no training;
-  DTP update (:func:`jdtp.dtp.dtp_forward_grads`) / β.
+  DTP update (:func:`jdtp.targets.dtp_forward_grads`) / β.
 * ``DRL`` (c): (a) after one DDTP feedback call with K iterations *per hidden
   layer* (fork semantics: one Adam over all Q, stale gradients re-applied;
   Adam lr 0.0045, σ 0.00921, wd 6.17e-5).
@@ -28,20 +28,21 @@ Deviations from the reference protocol: no data augmentation of the batch;
 all schemes of a seed see the same batch (the reference's L-DRL and DRL
 schemes may see different batches, spec §10.15).
 
-Budget: the defaults are the paper's. On CPU, G^1's L-DRL iterations dominate
-(≈ 0.24 s per iteration at batch 64 on 2 cores, ∝ batch size), so the paper
-budget takes hours per seed; the CPU figure in ``docs/figures/gmp.png`` used
-``--seeds=3 --batch_size=64 --ldrl_iters=400,5000,5000
---ldrl_lr=1.25e-3,2.5e-3,0.01 --drl_iters=1000`` (G^1's lr scaled by
-5000/400 to keep K·lr), with the im2col convolutions jdtp used on CPU then. With
+Budget: the defaults (``configs/figures/fig3_gmp.py``) are the paper's. On CPU, G^1's
+L-DRL iterations dominate (≈ 0.24 s per iteration at batch 64 on 2 cores, ∝
+batch size), so the paper budget takes hours per seed; the CPU figure in
+``docs/figures/gmp.png`` used the variant ``:cpu`` (3 seeds, batch 64, K =
+[400, 5000, 5000] with G^1's lr scaled by 5000/400 to keep K·lr, DRL 1000
+iterations per layer), with the im2col convolutions jdtp used on CPU then. With
 XLA's library convolutions on CPU (``conv_impl='xla'``), the kernel-gradient
 convolution runs ~30× slower inside a ``lax.scan`` body (benchmarks/NOTES.md);
 the CPU default ``'mixed'`` computes kernel gradients as matrix products and
 does not have the problem.
 
-Example (paper budget)::
+Examples (configured like training: ``--config.KEY=VALUE`` overrides)::
 
-  python -m jdtp.experiments.gmp --out=results/gmp
+  python -m jdtp.experiments.gmp --out=results/gmp                                 # paper budget
+  python -m jdtp.experiments.gmp --config=configs/figures/fig3_gmp.py:cpu --out=results/gmp
 
 Writes ``gmp.png`` (grouped bars, mean ± std over seeds, paper values as
 markers) and ``gmp.json`` (per scheme / unpool mode / layer: mean, std,
@@ -50,7 +51,6 @@ per-seed angles; GMP distances; JMC after pre-training; flags and budget).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from typing import Any
@@ -59,9 +59,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import app, flags, logging
+from absl import logging
 
-from jdtp import drl, dtp, feedback
+from jdtp import drl, feedback, pooling, targets
 from jdtp import experiments as ex
 from jdtp import metrics as mt
 from jdtp import networks as nets
@@ -69,7 +69,6 @@ from jdtp import networks as nets
 SCHEMES = ("DRL_random", "L-DRL_random", "DRL", "L-DRL", "L-DRL_sym")
 LDRL_SCHEMES = ("L-DRL_random", "L-DRL", "L-DRL_sym")
 LAYERS = ("conv_0", "conv_1", "fc1", "fc2")
-PAPER_BETA = 0.46550286113514694
 
 # Spec §7.2 / §12.2: csv means over 5 seeds where available, else read off the final figure.
 PAPER = {
@@ -81,92 +80,30 @@ PAPER = {
 }
 
 
-@dataclasses.dataclass
-class Args:
-    """Experiment settings; :func:`args_from_flags` fills them from the command line."""
-
-    seeds: int = 5
-    batch_size: int = 256
-    beta: float = PAPER_BETA
-    iterations: int = -1
-    ldrl_iters: tuple[int, ...] = (5000, 5000, 5000)
-    ldrl_sigma: tuple[float, ...] = (0.2, 0.2, 0.1)
-    ldrl_lr: tuple[float, ...] = (1e-4, 2.5e-3, 0.01)
-    ldrl_momentum: float = 0.9
-    drl_iters: int = 5000
-    drl_sigma: float = drl.DDTP_CIFAR_SIGMA
-    drl_lr: float = drl.DDTP_CIFAR_LR_FB
-    drl_eps: float = drl.DDTP_CIFAR_EPS_FB
-    drl_weight_decay: float = drl.DDTP_CIFAR_FEEDBACK_WD
-    drl_semantics: str = "fork"
-    unpool_mode: str = "both"
-    chunk: int = 100
-    unroll: int = 2
-    data: str = ex.SYNTHETIC
-    data_dir: str = ""
-    synthetic_shape: tuple[int, ...] = (32, 32, 3)
-    float64: bool = False
-
-    def validate(self) -> None:
-        for name in ("ldrl_iters", "ldrl_sigma", "ldrl_lr"):
-            if len(getattr(self, name)) != len(LAYERS) - 1:
-                raise ValueError(f"{name}={getattr(self, name)} needs one value per G^1, G^2, G^3")
-        self.modes()
-
-    def ldrl_budget(self) -> tuple[int, ...]:
-        """K per trainable G^n; ``iterations >= 0`` overrides every layer."""
-        k = tuple(int(v) for v in self.ldrl_iters)
-        return (int(self.iterations),) * len(k) if self.iterations >= 0 else k
-
-    def drl_budget(self) -> int:
-        return int(self.iterations) if self.iterations >= 0 else int(self.drl_iters)
-
-    def modes(self) -> tuple[str, ...]:
-        if self.unpool_mode == "both":
-            return nets.UNPOOL_MODES
-        if self.unpool_mode not in nets.UNPOOL_MODES:
-            raise ValueError(f"unpool_mode={self.unpool_mode!r}, expected one of set, add, both")
-        return (self.unpool_mode,)
+def ldrl_budget(args) -> tuple[int, ...]:
+    """K per trainable G^n; ``iterations >= 0`` overrides every layer."""
+    k = tuple(int(v) for v in args.ldrl_iters)
+    return (int(args.iterations),) * len(k) if args.iterations >= 0 else k
 
 
-def define_flags() -> None:
-    """Defines the command-line flags (only when run as a program, so tests can import both experiments)."""
-    d = Args()
-    flags.DEFINE_integer("seeds", d.seeds, "Number of seeds (123, 124, …).")
-    flags.DEFINE_integer("batch_size", d.batch_size, "Size of the single batch (reference: 256).")
-    flags.DEFINE_float("beta", d.beta, "β of the DTP target and DDTP target stepsize (training β).")
-    flags.DEFINE_integer(
-        "iterations", d.iterations, "If >= 0, overrides --ldrl_iters (every layer) and --drl_iters."
-    )
-    flags.DEFINE_list("ldrl_iters", [str(v) for v in d.ldrl_iters], "L-DRL pre-training K for G^1, G^2, G^3.")
-    flags.DEFINE_list("ldrl_sigma", [str(v) for v in d.ldrl_sigma], "L-DRL pre-training σ per layer.")
-    flags.DEFINE_list("ldrl_lr", [str(v) for v in d.ldrl_lr], "L-DRL pre-training SGD lr per layer.")
-    flags.DEFINE_float("ldrl_momentum", d.ldrl_momentum, "L-DRL SGD momentum.")
-    flags.DEFINE_integer("drl_iters", d.drl_iters, "DRL pre-training iterations per hidden layer (one call).")
-    flags.DEFINE_float("drl_sigma", d.drl_sigma, "DRL noise σ.")
-    flags.DEFINE_float("drl_lr", d.drl_lr, "DRL Adam lr_fb.")
-    flags.DEFINE_float("drl_eps", d.drl_eps, "DRL Adam eps_fb.")
-    flags.DEFINE_float("drl_weight_decay", d.drl_weight_decay, "DRL coupled weight decay.")
-    flags.DEFINE_enum("drl_semantics", d.drl_semantics, drl.SEMANTICS, "DDTP feedback-call semantics.")
-    flags.DEFINE_enum(
-        "unpool_mode", d.unpool_mode, ("set", "add", "both"), "Max-unpool of the L-DRL schemes."
-    )
-    flags.DEFINE_integer("chunk", d.chunk, "Pre-training iterations per jitted call.")
-    flags.DEFINE_integer("unroll", d.unroll, "lax.scan unroll of pre-training (>= 2 avoids a slow CPU path).")
-    flags.DEFINE_string("data", d.data, "'synthetic' (N(0,1) 32×32×3 images) or a jdtp.input_pipeline name.")
-    flags.DEFINE_string("data_dir", d.data_dir, "TFDS data_dir for --data other than synthetic.")
-    flags.DEFINE_list("synthetic_shape", [str(v) for v in d.synthetic_shape], "H,W,C of synthetic images.")
-    flags.DEFINE_bool("float64", d.float64, "Run in float64.")
-    flags.DEFINE_string("out", "results/gmp", "Output folder for gmp.png and gmp.json.")
+def drl_budget(args) -> int:
+    return int(args.iterations) if args.iterations >= 0 else int(args.drl_iters)
 
 
-def args_from_flags(flag_values=flags.FLAGS) -> Args:
-    casts = {"ldrl_iters": int, "ldrl_sigma": float, "ldrl_lr": float, "synthetic_shape": int}
-    values = {}
-    for f in dataclasses.fields(Args):
-        v = flag_values[f.name].value
-        values[f.name] = ex.to_floats(v, casts[f.name]) if f.name in casts else v
-    return Args(**values)
+def unpool_modes(args) -> tuple[str, ...]:
+    if args.unpool_mode == "both":
+        return pooling.UNPOOL_MODES
+    if args.unpool_mode not in pooling.UNPOOL_MODES:
+        raise ValueError(f"unpool_mode={args.unpool_mode!r}, expected one of set, add, both")
+    return (args.unpool_mode,)
+
+
+def validate(args) -> None:
+    """Checks of the experiment config; ``ValueError`` naming the key."""
+    for name in ("ldrl_iters", "ldrl_sigma", "ldrl_lr"):
+        if len(args[name]) != len(LAYERS) - 1:
+            raise ValueError(f"{name}={tuple(args[name])} needs one value per G^1, G^2, G^3")
+    unpool_modes(args)
 
 
 def _chunks(total: int, size: int):
@@ -177,13 +114,13 @@ def _chunks(total: int, size: int):
 class _Pretrainer:
     """Jitted, chunked feedback pre-training on one batch (functions cached per static setting)."""
 
-    def __init__(self, net: nets.Network, args: Args):
+    def __init__(self, net: nets.Network, args):
         self.net, self.args = net, args
         self.drl_hp = drl.DRLHParams(
-            sigma=args.drl_sigma,
-            lr=args.drl_lr,
-            eps=args.drl_eps,
-            weight_decay=args.drl_weight_decay,
+            sigma=float(args.drl_sigma),
+            lr=float(args.drl_lr),
+            eps=float(args.drl_eps),
+            weight_decay=float(args.drl_weight_decay),
             semantics=args.drl_semantics,
         )
         self.drl_hp.validate()
@@ -198,7 +135,19 @@ class _Pretrainer:
 
             def fn(g, st, f, x, y, idx, key):
                 return feedback.train_feedback_layer(
-                    block, g, st, tx, f, x, y, idx, key, length, sigma, mode, unroll=min(a.unroll, length)
+                    block,
+                    g,
+                    st,
+                    tx,
+                    f,
+                    x,
+                    y,
+                    idx,
+                    key,
+                    num_fb_iters=length,
+                    sigma=sigma,
+                    unpool_mode=mode,
+                    unroll=min(a.unroll, length),
                 )
 
             self._cache[k] = (jax.jit(fn), tx)
@@ -206,7 +155,7 @@ class _Pretrainer:
 
     def ldrl_layer(self, n: int, g, fwd, s, idx, key, mode: str):
         """K_n L-DRL iterations of G^n (SGD momentum) in chunks; returns the trained G^n."""
-        total = self.args.ldrl_budget()[n - 1]
+        total = ldrl_budget(self.args)[n - 1]
         state, losses, t0 = None, None, time.time()
         for c, (_, length) in enumerate(_chunks(total, self.args.chunk)):
             fn, tx = self._ldrl_fn(n, length, mode)
@@ -214,7 +163,8 @@ class _Pretrainer:
             g, state, losses = fn(g, state, fwd[n], s[n], s[n + 1], idx[n], jax.random.fold_in(key, c))
         if losses is not None:
             jax.block_until_ready(g)
-            jmc_angle = mt.angle(fwd[n]["kernel"], nets.fb_weight_as_forward(self.net.blocks[n], g))
+            (w_f, w_g), *_ = self.net.blocks[n].jmc_pairs(fwd[n], g)
+            jmc_angle = mt.angle(w_f, w_g)
             logging.info(
                 "L-DRL G^%d (%s): %d iterations in %.0f s, last loss %.4g, JMC angle %.2f°",
                 n,
@@ -233,7 +183,7 @@ class _Pretrainer:
 
             def fn(fwd, q, st, buf, s, key, start):
                 return drl.train_feedback_layer_fork(
-                    net, fwd, q, st, buf, s, n, key, length, hp, start, True, unroll
+                    net, fwd, q, st, buf, s, n, key, length, hp, start=start, unroll=unroll
                 )
 
             self._cache[k] = jax.jit(fn)
@@ -241,7 +191,7 @@ class _Pretrainer:
 
     def drl_call(self, fwd, q, s, key):
         """One DDTP feedback call with K iterations per hidden layer, from a fresh Adam state."""
-        total = self.args.drl_budget()
+        total = drl_budget(self.args)
         n_hidden = self.net.num_blocks - 1
         if self.drl_hp.semantics != "fork":
             fn = jax.jit(
@@ -268,15 +218,19 @@ class _Pretrainer:
         return q
 
 
-def run(args: Args, out_dir: str) -> dict[str, Any]:
+def run(args, out_dir: str) -> dict[str, Any]:
     """Measures the GMP angles of every scheme for every seed; writes ``gmp.png`` and ``gmp.json``.
+
+    Args:
+      args: the experiment config (``configs/figures/fig3_gmp.py``).
+      out_dir: output folder.
 
     Returns:
       The dictionary written to ``gmp.json``.
     """
-    args.validate()
+    validate(args)
     start = time.time()
-    modes = args.modes()
+    modes = unpool_modes(args)
     labels = ["DRL_random", "DRL"] + [f"{s}/{m}" for s in LDRL_SCHEMES for m in modes]
     angles = {lb: [] for lb in labels}
     dists = {lb: [] for lb in labels}
@@ -359,14 +313,14 @@ def run(args: Args, out_dir: str) -> dict[str, Any]:
 
     result: dict[str, Any] = {
         "experiment": "fig3_gmp",
-        "args": dataclasses.asdict(args),
+        "args": args.to_dict(),
         "seeds": seeds,
         "layers": list(LAYERS),
         "budget": {
             "seeds": len(seeds),
             "batch_size": args.batch_size,
-            "ldrl_iters": list(args.ldrl_budget()),
-            "drl_iters_per_layer": args.drl_budget(),
+            "ldrl_iters": list(ldrl_budget(args)),
+            "drl_iters_per_layer": drl_budget(args),
             "unpool_modes": list(modes),
             "wall_s": time.time() - start,
             **timings,
@@ -420,24 +374,24 @@ def _gmp_fns(net: nets.Network, beta: float, dtype) -> dict[str, Any]:
 
     def ddtp(fwd, q, x, y):
         g, _ = drl.ddtp_forward_grads(net, fwd, q, x, y, beta)
-        bp, _ = dtp.bp_grads(net, fwd, x, y)
-        return (*mt.gmp_metrics(g, bp, beta), jnp.stack(drl.output_layer_alignment(fwd, q)))
+        bp, _ = targets.bp_grads(net, fwd, x, y)
+        return (*mt.gmp_metrics(net, g, bp, beta), jnp.stack(drl.output_layer_alignment(fwd, q)))
 
     def make_dtp(mode):
         def fn(fwd, fb, x, y):
-            g, _ = dtp.dtp_forward_grads(net, fwd, fb, x, y, beta, mode)
-            bp, _ = dtp.bp_grads(net, fwd, x, y)
-            return (*mt.gmp_metrics(g, bp, beta), mt.jmc_metrics(net, fwd, fb)[1])
+            g, _ = targets.dtp_forward_grads(net, fwd, fb, x, y, beta, unpool_mode=mode)
+            bp, _ = targets.bp_grads(net, fwd, x, y)
+            return (*mt.gmp_metrics(net, g, bp, beta), mt.jmc_metrics(net, fwd, fb)[1])
 
         return jax.jit(fn)
 
     fns = {
-        "forward": jax.jit(lambda p, x: dtp.forward_pass(net, p, x)),
+        "forward": jax.jit(lambda p, x: targets.forward_pass(net, p, x)),
         "init_q": jax.jit(lambda k: drl.init_direct_feedback(k, net, dtype)),
         "symmetric": jax.jit(lambda fwd: nets.symmetric_fb_params(net, fwd)),
         "ddtp": jax.jit(ddtp),
     }
-    for m in nets.UNPOOL_MODES:
+    for m in pooling.UNPOOL_MODES:
         fns[f"dtp/{m}"] = make_dtp(m)
     return fns
 
@@ -447,7 +401,7 @@ def plot(result: dict[str, Any], path: str) -> None:
     plt = ex.matplotlib_pyplot()
     labels = list(result["results"])
     order = {s: i for i, s in enumerate(SCHEMES)}
-    mode_order = {m: i for i, m in enumerate(nets.UNPOOL_MODES)}
+    mode_order = {m: i for i, m in enumerate(pooling.UNPOOL_MODES)}
     labels.sort(
         key=lambda lb: (
             order[result["results"][lb]["scheme"]],
@@ -493,12 +447,5 @@ def plot(result: dict[str, Any], path: str) -> None:
     logging.info("Wrote %s", path)
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    run(args_from_flags(), flags.FLAGS.out)
-
-
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    ex.main(run, "fig3_gmp.py", "results/gmp")

@@ -20,18 +20,18 @@ were "carefully tuned"; the reference's figure script defaults to the last
 layer's training values σ = 0.1395, lr = 0.0354, and a comment in the
 reference reports σ = 0.08, lr = 0.01 → 2.8° after 5000 iterations. We default
 to σ = 0.08, lr = 0.01, which on random data reaches ≈ 3° after 5000
-iterations; ``--sigma=0.1395 --lr=0.0354`` gives the other set.
+iterations; ``--config.sigma=0.1395 --config.lr=0.0354`` gives the other set.
 
 Exact shortcut (default): only ``Q_fc1`` is reported, and the fork's Adam is
 elementwise with a step counter per layer, so the convolutional layers' DRL
 gradients cannot change ``Q_fc1``'s trajectory; they are replaced by zeros
-(the optimizer still takes every step the fork takes). ``--drl_all_layers``
+(the optimizer still takes every step the fork takes). ``--config.drl_all_layers=True``
 computes them anyway (same curves, much slower on CPU).
 
-Example::
+Configured like training (``configs/figures/fig2_jmc.py``, ``--config.KEY=VALUE``)::
 
   python -m jdtp.experiments.jmc --out=results/jmc
-  python -m jdtp.experiments.jmc --data=mnist --data_dir=/path/to/tfds --out=results/jmc_mnist
+  python -m jdtp.experiments.jmc --config.data=mnist --config.data_dir=/path/to/tfds --out=results/jmc_mnist
 
 Writes ``jmc.png`` (angle and distance vs iteration: mean over seeds and
 min/max band, both arms) and ``jmc.json`` (final numbers per arm, per-seed
@@ -40,7 +40,6 @@ curves, flags and budget).
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from typing import Any
@@ -49,9 +48,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import app, flags, logging
+from absl import logging
 
-from jdtp import drl, dtp, feedback
+from jdtp import drl, feedback, targets
 from jdtp import experiments as ex
 from jdtp import metrics as mt
 from jdtp import networks as nets
@@ -65,64 +64,26 @@ PAPER = {
 }
 
 
-@dataclasses.dataclass
-class Args:
-    """Experiment settings; :func:`args_from_flags` fills them from the command line."""
-
-    seeds: int = 5
-    iterations: int = 5000
-    batch_size: int = 128
-    record_every: int = 10
-    sigma: float = 0.08
-    lr: float = 0.01
-    momentum: float = 0.9
-    drl_sigma: float = drl.DDTP_CIFAR_SIGMA
-    drl_lr: float = drl.DDTP_CIFAR_LR_FB
-    drl_eps: float = drl.DDTP_CIFAR_EPS_FB
-    drl_weight_decay: float = drl.DDTP_CIFAR_FEEDBACK_WD
-    drl_semantics: str = "fork"
-    drl_all_layers: bool = False
-    data: str = ex.SYNTHETIC
-    data_dir: str = ""
-    synthetic_shape: tuple[int, ...] = (32, 32, 3)
-    float64: bool = False
+def validate(args) -> None:
+    """Checks of the experiment config; ``ValueError`` naming the key."""
+    if args.iterations <= 0 or args.record_every <= 0 or args.iterations % args.record_every:
+        raise ValueError(
+            f"iterations={args.iterations} must be a positive multiple of record_every={args.record_every}"
+        )
+    drl_hp(args).validate()
 
 
-def define_flags() -> None:
-    """Defines the command-line flags (only when run as a program, so tests can import both experiments)."""
-    flags.DEFINE_integer(
-        "seeds", Args.seeds, "Number of seeds (123, 234, 345, …: one batch and one net each)."
+def drl_hp(args) -> drl.DRLHParams:
+    return drl.DRLHParams(
+        sigma=float(args.drl_sigma),
+        lr=float(args.drl_lr),
+        eps=float(args.drl_eps),
+        weight_decay=float(args.drl_weight_decay),
+        semantics=args.drl_semantics,
     )
-    flags.DEFINE_integer("iterations", Args.iterations, "Feedback-training iterations per arm (paper: 5000).")
-    flags.DEFINE_integer("batch_size", Args.batch_size, "Size of the single batch (reference: 128).")
-    flags.DEFINE_integer(
-        "record_every", Args.record_every, "Record angle and distance every this many iterations."
-    )
-    flags.DEFINE_float("sigma", Args.sigma, "L-DRL noise σ of the output layer (spec §10.14).")
-    flags.DEFINE_float("lr", Args.lr, "L-DRL SGD learning rate of the output layer (spec §10.14).")
-    flags.DEFINE_float("momentum", Args.momentum, "L-DRL SGD momentum.")
-    flags.DEFINE_float("drl_sigma", Args.drl_sigma, "DRL noise σ (fork CIFAR-10 config).")
-    flags.DEFINE_float("drl_lr", Args.drl_lr, "DRL Adam learning rate lr_fb.")
-    flags.DEFINE_float("drl_eps", Args.drl_eps, "DRL Adam epsilon eps_fb.")
-    flags.DEFINE_float("drl_weight_decay", Args.drl_weight_decay, "DRL coupled weight decay feedback_wd.")
-    flags.DEFINE_enum("drl_semantics", Args.drl_semantics, drl.SEMANTICS, "DDTP feedback-call semantics.")
-    flags.DEFINE_bool("drl_all_layers", Args.drl_all_layers, "Also compute the conv layers' DRL gradients.")
-    flags.DEFINE_string(
-        "data", Args.data, "'synthetic' (N(0,1) 32×32×3 images) or a jdtp.input_pipeline name."
-    )
-    flags.DEFINE_string("data_dir", Args.data_dir, "TFDS data_dir for --data other than synthetic.")
-    flags.DEFINE_list("synthetic_shape", ["32", "32", "3"], "H,W,C of synthetic images.")
-    flags.DEFINE_bool("float64", Args.float64, "Run in float64.")
-    flags.DEFINE_string("out", "results/jmc", "Output folder for jmc.png and jmc.json.")
 
 
-def args_from_flags(flag_values=flags.FLAGS) -> Args:
-    values = {f.name: flag_values[f.name].value for f in dataclasses.fields(Args)}
-    values["synthetic_shape"] = ex.to_floats(values["synthetic_shape"], int)
-    return Args(**values)
-
-
-def _make_ldrl_arm(net: nets.Network, args: Args, num_chunks: int):
+def _make_ldrl_arm(net: nets.Network, args, num_chunks: int):
     """Jitted ``(g, w_out, x, y, key) -> (dists, angles)`` for the output block, ``[num_chunks + 1]`` each."""
     block = net.blocks[-1]
     tx = optax.sgd(args.lr, momentum=args.momentum)
@@ -134,7 +95,17 @@ def _make_ldrl_arm(net: nets.Network, args: Args, num_chunks: int):
         def chunk(carry, c):
             g_, st = carry
             g_, st, _ = feedback.train_feedback_layer(
-                block, g_, st, tx, w, x, y, None, jax.random.fold_in(key, c), args.record_every, args.sigma
+                block,
+                g_,
+                st,
+                tx,
+                w,
+                x,
+                y,
+                None,
+                jax.random.fold_in(key, c),
+                num_fb_iters=args.record_every,
+                sigma=args.sigma,
             )
             return (g_, st), metric(w, g_)
 
@@ -145,16 +116,9 @@ def _make_ldrl_arm(net: nets.Network, args: Args, num_chunks: int):
     return jax.jit(arm)
 
 
-def _make_drl_arm(net: nets.Network, args: Args, num_chunks: int):
+def _make_drl_arm(net: nets.Network, args, num_chunks: int):
     """Jitted ``(fwd, q, s, key) -> (dists, angles)``: one DDTP feedback call per iteration."""
-    hp = drl.DRLHParams(
-        sigma=args.drl_sigma,
-        lr=args.drl_lr,
-        eps=args.drl_eps,
-        weight_decay=args.drl_weight_decay,
-        semantics=args.drl_semantics,
-    )
-    hp.validate()
+    hp = drl_hp(args)
     n_hidden = net.num_blocks - 1
     compute = tuple(args.drl_all_layers or j == n_hidden - 1 for j in range(n_hidden))
 
@@ -162,7 +126,7 @@ def _make_drl_arm(net: nets.Network, args: Args, num_chunks: int):
         def one_call(carry, i):
             q_, st = carry
             q_, st, _ = drl.train_feedback(
-                net, fwd, q_, st, s, jax.random.fold_in(key, i), (1,) * n_hidden, hp, compute
+                net, fwd, q_, st, s, jax.random.fold_in(key, i), (1,) * n_hidden, hp, compute_grads=compute
             )
             return (q_, st), None
 
@@ -177,16 +141,17 @@ def _make_drl_arm(net: nets.Network, args: Args, num_chunks: int):
     return jax.jit(arm)
 
 
-def run(args: Args, out_dir: str) -> dict[str, Any]:
+def run(args, out_dir: str) -> dict[str, Any]:
     """Runs both arms for every seed and writes ``jmc.png`` and ``jmc.json`` to ``out_dir``.
+
+    Args:
+      args: the experiment config (``configs/figures/fig2_jmc.py``).
+      out_dir: output folder.
 
     Returns:
       The dictionary written to ``jmc.json``.
     """
-    if args.iterations <= 0 or args.record_every <= 0 or args.iterations % args.record_every:
-        raise ValueError(
-            f"iterations={args.iterations} must be a positive multiple of record_every={args.record_every}"
-        )
+    validate(args)
     start = time.time()
     with jax.enable_x64(args.float64):
         dtype = jnp.float64 if args.float64 else jnp.float32
@@ -210,7 +175,7 @@ def run(args: Args, out_dir: str) -> dict[str, Any]:
                 net = nets.lenet(tuple(x.shape[1:]), num_classes)
                 ldrl_arm = _make_ldrl_arm(net, args, num_chunks)
                 drl_arm = _make_drl_arm(net, args, num_chunks)
-                forward = jax.jit(lambda p, x_, net=net: dtp.forward_pass(net, p, x_))
+                forward = jax.jit(lambda p, x_, net=net: targets.forward_pass(net, p, x_))
             key = jax.random.key(seed)
             fwd, fb = nets.init_params(jax.random.fold_in(key, 0), net, dtype)
             s, _ = forward(fwd, x)
@@ -240,7 +205,7 @@ def run(args: Args, out_dir: str) -> dict[str, Any]:
     iterations = [i * args.record_every for i in range(num_chunks + 1)]
     result: dict[str, Any] = {
         "experiment": "fig2_jmc",
-        "args": dataclasses.asdict(args),
+        "args": args.to_dict(),
         "seeds": seeds,
         "iterations": iterations,
         "budget": {
@@ -287,7 +252,9 @@ def plot(result: dict[str, Any], path: str) -> None:
     its = np.asarray(result["iterations"])
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     colors = {"L-DRL": "tab:blue", "DRL": "tab:red"}
-    for ax, metric, label in zip(axes, ("angle", "distance"), ("angle (degrees)", "relative distance")):
+    for ax, metric, label in zip(
+        axes, ("angle", "distance"), ("angle (degrees)", "relative distance"), strict=True
+    ):
         for arm in ARMS:
             per_seed = result["arms"][arm]["per_seed"]
             v = np.stack([np.asarray(per_seed[k][metric]) for k in per_seed])
@@ -312,12 +279,5 @@ def plot(result: dict[str, Any], path: str) -> None:
     logging.info("Wrote %s", path)
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    run(args_from_flags(), flags.FLAGS.out)
-
-
 if __name__ == "__main__":
-    define_flags()
-    app.run(main)
+    ex.main(run, "fig2_jmc.py", "results/jmc")

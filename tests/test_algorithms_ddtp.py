@@ -1,33 +1,26 @@
-"""s-DDTP / p-DDTP training (jdtp.ddtp): schedule, feedback-only steps, forward Adam, end to end."""
+"""s-DDTP / p-DDTP (jdtp.algorithms.ddtp): schedule, feedback-only steps, forward Adam, end to end."""
 
 import json
 import math
-import os
 
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import build_algorithm, load_config, tiny_config
 
-from jdtp import config_base, ddtp, drl, train
+from jdtp import config_base, drl, train
 from jdtp import networks as nets
-
-CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "configs")
+from jdtp.algorithms import ddtp
 
 
 def _tiny():
-    net = nets.lenet((16, 16, 3), 10, channels=(4, 8), hidden=16, activation="tanh")
-    hp = ddtp.DDTPHParams(
-        target_stepsize=0.05,
-        lr=(1e-3, 2e-3, 3e-3, 4e-3),
-        eps=(1e-8, 1e-7, 1e-6, 1e-5),
-        num_fb_iters=(2, 1, 3),
-        drl=drl.DRLHParams(sigma=(0.01, 0.02, 0.03), lr=1e-3, eps=1e-8, weight_decay=1e-4),
-    )
+    config = tiny_config("ddtp", **{"model.activation": "tanh", "ddtp.eps": (1e-8, 1e-7, 1e-6, 1e-5)})
+    algo = build_algorithm(config)
     x = jax.random.normal(jax.random.key(1), (6, 16, 16, 3))
     labels = jnp.arange(6) % 10
-    return net, hp, x, labels
+    return algo, algo.hp, x, labels
 
 
 def test_schedule_sddtp_and_pddtp():
@@ -40,42 +33,45 @@ def test_schedule_sddtp_and_pddtp():
 def test_xavier_normal_forward_init_with_zero_biases():
     net = nets.lenet(activation="tanh")
     params = ddtp.init_forward_params(jax.random.key(0), net)
-    for block, p in zip(net.blocks, params):
-        if isinstance(block, nets.ConvBlock):
-            k, cin, cout = block.kernel_size, block.in_shape[2], block.features
-            std = math.sqrt(2.0 / (cin * k * k + cout * k * k))
-        else:
-            std = math.sqrt(2.0 / (block.in_features + block.features))
+    stds = [
+        math.sqrt(2.0 / (3 * 25 + 32 * 25)),  # conv: fans C_in·k², C_out·k²
+        math.sqrt(2.0 / (32 * 25 + 64 * 25)),
+        math.sqrt(2.0 / (4096 + 512)),  # dense: in, out
+        math.sqrt(2.0 / (512 + 10)),
+    ]
+    for p, std in zip(params, stds, strict=True):
         np.testing.assert_allclose(float(jnp.std(p["kernel"])), std, rtol=0.1)
         assert float(jnp.abs(jnp.mean(p["kernel"]))) < 0.1 * std
         assert not np.any(np.asarray(p["bias"]))
 
 
 def test_feedback_only_step_moves_q_and_not_the_forward_weights():
-    net, hp, x, labels = _tiny()
-    state = ddtp.create_train_state(jax.random.key(0), net, hp)
-    fb_state, m = ddtp.ddtp_update(net, hp, state, x, labels, jax.random.key(2), "feedback")
+    algo, hp, x, labels = _tiny()
+    state = algo.init_state(jax.random.key(0))
+    fb_state, m = algo.update(state, x, labels, jax.random.key(2), phase="feedback")
     chex.assert_trees_all_equal(fb_state.fwd_params, state.fwd_params)
     chex.assert_trees_all_equal(fb_state.fwd_opt_state, state.fwd_opt_state)
-    for q0, q1 in zip(state.fb_params, fb_state.fb_params):
+    for q0, q1 in zip(state.fb_params, fb_state.fb_params, strict=True):
         assert float(jnp.max(jnp.abs(q1["kernel"] - q0["kernel"]))) > 0
     chex.assert_shape((m["fb_loss_first"], m["fb_loss_last"]), (3,))
-    joint, _ = ddtp.ddtp_update(net, hp, state, x, labels, jax.random.key(2), "joint")
+    joint, _ = algo.update(state, x, labels, jax.random.key(2), phase="joint")
     # Same feedback update in both phases (same key), but the forward weights move.
     chex.assert_trees_all_equal(joint.fb_params, fb_state.fb_params)
-    for p0, p1 in zip(state.fwd_params, joint.fwd_params):
+    for p0, p1 in zip(state.fwd_params, joint.fwd_params, strict=True):
         assert float(jnp.max(jnp.abs(p1["kernel"] - p0["kernel"]))) > 0
     with pytest.raises(ValueError, match="phase"):
-        ddtp.ddtp_update(net, hp, state, x, labels, jax.random.key(2), "both")
+        algo.update(state, x, labels, jax.random.key(2), phase="both")
 
 
 def test_first_joint_step_is_per_layer_adam_with_lr_over_eta():
     """Adam's first step is −lr·g/(|g| + ε) per element, with lr_i/η and ε_i of each block."""
-    net, hp, x, labels = _tiny()
-    state = ddtp.create_train_state(jax.random.key(0), net, hp)
-    new, _ = ddtp.ddtp_update(net, hp, state, x, labels, jax.random.key(2), "joint")
-    grads, _ = drl.ddtp_forward_grads(net, state.fwd_params, state.fb_params, x, labels, hp.target_stepsize)
-    for i, (p0, p1, g) in enumerate(zip(state.fwd_params, new.fwd_params, grads)):
+    algo, hp, x, labels = _tiny()
+    state = algo.init_state(jax.random.key(0))
+    new, _ = algo.update(state, x, labels, jax.random.key(2), phase="joint")
+    grads, _ = drl.ddtp_forward_grads(
+        algo.net, state.fwd_params, state.fb_params, x, labels, hp.target_stepsize
+    )
+    for i, (p0, p1, g) in enumerate(zip(state.fwd_params, new.fwd_params, grads, strict=True)):
         lr = hp.lr[i] / hp.target_stepsize
         for name in p0:
             gn = np.asarray(g[name], np.float64)
@@ -85,21 +81,9 @@ def test_first_joint_step_is_per_layer_adam_with_lr_over_eta():
 
 
 def test_validate_names_the_field():
-    net, hp, _, _ = _tiny()
-    bad = ddtp.DDTPHParams(**{**hp.__dict__, "eps": (1e-8,)})
-    with pytest.raises(ValueError, match=r"ddtp.eps has 1 entries .* expected 4"):
-        bad.validate(net)
-
-
-def _load(name, variant):
-    from absl import flags
-    from ml_collections import config_flags
-
-    arg = f"{os.path.join(CONFIG_DIR, name)}:{variant}"
-    fv = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", None, "", flag_values=fv, lock_config=True, sys_argv=["p"])
-    fv(["p", f"--config={arg}"])
-    return fv.config
+    config = tiny_config("ddtp", **{"ddtp.eps": (1e-8,)})
+    with pytest.raises(config_base.ConfigError, match=r"ddtp.eps has 1 entries .* expected 4"):
+        build_algorithm(config)
 
 
 def _shrink(c):
@@ -115,11 +99,10 @@ def test_train_and_evaluate_epoch_structure(tmp_path, variant):
 
     The p-DDTP case also runs in float64 (the reference's precision).
     """
-    config = _load("ddtp_mnist.py", variant)
+    config = load_config("ddtp_mnist.py", variant)
     with config.unlocked():
         _shrink(config)
         config.ddtp.float64 = variant.startswith("p")
-    config_base.validate_config(config, 3)
     seen = []
 
     def record(step, state):

@@ -1,0 +1,53 @@
+"""Vanilla DTP and TP baselines (paper Alg. 1 and §3.1; spec §8.2): ``'vanilla_dtp'``, ``'tp'``.
+
+Both train each G^n to invert F^n with the reconstruction loss of Lee et al.
+(2015) (:func:`jdtp.feedback.reconstruction_loss`), with the same per-layer K,
+σ and SGD-momentum optimizers as L-DRL. Vanilla DTP propagates targets with the
+difference correction (Eq. 4); TP uses ``t^n = G^n(t^{n+1})``. The forward
+update is the same layer-local loss as DTP (Eq. 6). The reference marks these
+"not tuned"; they exist for comparison (variants ``:vanilla_dtp`` and ``:tp``).
+"""
+
+from __future__ import annotations
+
+import jax
+
+from jdtp import feedback, targets
+from jdtp.algorithms import layerwise, register
+
+
+class _Reconstruction(layerwise.LayerwiseAlgorithm):
+    """Layer-wise G trained on the reconstruction loss."""
+
+    def layer_value_and_grad(self, n, f_params, x, y, aux):
+        del y, aux
+        block, sigma = self.net.blocks[n], self.hp.noise_scale[n - 1]
+        return jax.value_and_grad(
+            lambda g, k: feedback.reconstruction_loss(
+                block, g, f_params, x, k, sigma, unpool_mode=self.hp.unpool_mode
+            )
+        )
+
+
+@register
+class VanillaDTP(_Reconstruction):
+    name = "vanilla_dtp"
+    sections = ("optim", "vanilla_dtp")
+
+    def make_targets(self, fb_params, labels, beta):
+        return layerwise.difference_targets(self.net, fb_params, labels, beta, self.hp.unpool_mode)
+
+
+@register
+class TP(_Reconstruction):
+    name = "tp"
+    sections = ("optim", "tp")
+
+    def make_targets(self, fb_params, labels, beta):
+        def fn(s, aux):
+            t_last = targets.output_target(s[-1], labels, beta)
+            return targets.propagate_targets_tp(
+                self.net, fb_params, s, aux, t_last, unpool_mode=self.hp.unpool_mode
+            )
+
+        return fn

@@ -1,0 +1,185 @@
+"""Convolutions on explicit NHWC/HWIO arrays, with the CPU implementations DTP needs (spec §11).
+
+G's transposed convolution is the exact adjoint of F's convolution with the
+same kernel, so ``G.kernel == F.kernel`` means G's linear part is F's
+transpose. Three implementations compute the same numbers:
+
+* ``'xla'``: ``lax.conv_general_dilated`` and its autodiff rules (accelerators).
+* ``'im2col'``: one matrix product over explicit patches, in both directions.
+* ``'mixed'`` (the CPU default): XLA's forward convolution, the stride-1
+  transposed convolution as a forward convolution with the flipped kernel, and
+  kernel gradients as one "row-patch" matrix product behind a
+  ``jax.custom_vjp``, because XLA's CPU kernel gradient is ~30× slower inside
+  the ``lax.scan`` of the L-DRL loop (benchmarks/NOTES.md).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+CONV_IMPLS = ("xla", "im2col", "mixed")
+
+
+def resolve_conv_impl(impl: str = "auto") -> str:
+    """``'auto'`` picks ``'mixed'`` on CPU and XLA's library convolutions elsewhere.
+
+    * ``'xla'``: ``lax.conv_general_dilated`` and its autodiff rules.
+    * ``'im2col'``: one matrix product over explicit patches, in both directions.
+    * ``'mixed'``: XLA's convolution for the forward and (stride 1) transposed
+      convolutions, patches only for kernel gradients, which it routes through
+      a ``jax.custom_vjp``. On the 2-core CPU, XLA's forward conv runs near the
+      matrix-product peak, while its kernel gradient is slow standalone and
+      about 30× slower again inside a ``lax.scan`` body, i.e. the L-DRL loop
+      (benchmarks/NOTES.md). Reverse mode only: forward-mode users (the
+      ``'jvp'`` L-DRL probe) get ``'im2col'`` (:func:`forward_mode_impl`).
+    """
+    if impl == "auto":
+        return "mixed" if jax.default_backend() == "cpu" else "xla"
+    if impl not in CONV_IMPLS:
+        raise ValueError(f"unknown conv implementation {impl!r}; expected 'auto' or one of {CONV_IMPLS}")
+    return impl
+
+
+def _patches(x: jax.Array, k: int, stride: int, padding: int) -> jax.Array:
+    """``[B, H_out, W_out, k·k·C_in]`` patches in (di, dj, c) order, matching an HWIO kernel."""
+    _, h, w, _ = x.shape
+    ho, wo = (h + 2 * padding - k) // stride + 1, (w + 2 * padding - k) // stride + 1
+    xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    cols = [
+        xp[:, di : di + stride * (ho - 1) + 1 : stride, dj : dj + stride * (wo - 1) + 1 : stride, :]
+        for di in range(k)
+        for dj in range(k)
+    ]
+    return jnp.concatenate(cols, axis=-1)
+
+
+def _xla_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
+    return lax.conv_general_dilated(
+        x,
+        kernel,
+        window_strides=(stride, stride),
+        padding=((padding, padding), (padding, padding)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
+
+
+# 'mixed' runs planes smaller than this (H·W) as im2col products: XLA's CPU
+# convolution takes ~320 ms for SimpleVGG's conv_4 (2×2 plane, 1.2 GFLOP at
+# batch 128), 25× its time on the 4×4 plane of conv_3 with twice the FLOPs.
+MIXED_MIN_XLA_PIXELS = 16
+
+
+def forward_mode_impl(impl: str) -> str:
+    """The implementation to use under ``jax.jvp``: ``'mixed'`` is reverse-mode only."""
+    return "im2col" if impl == "mixed" else impl
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _mixed_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
+    return _xla_conv(x, kernel, stride, padding)
+
+
+def _mixed_conv_fwd(x, kernel, stride, padding):
+    return _xla_conv(x, kernel, stride, padding), (x, kernel)
+
+
+def _mixed_conv_bwd(stride, padding, res, ct):
+    x, kernel = res
+    dx = conv_transpose(ct, kernel, stride, padding, x.shape[1:3], "mixed")
+    dk = conv_kernel_grad(x, ct, kernel.shape[0], stride, padding, "mixed")
+    return dx, dk
+
+
+_mixed_conv.defvjp(_mixed_conv_fwd, _mixed_conv_bwd)
+
+
+def conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int, impl: str = "xla") -> jax.Array:
+    """Cross-correlation as ``nn.Conv2d``: ``x [B,H,W,Cin]``, ``kernel [k,k,Cin,Cout]``.
+
+    ``impl='im2col'`` computes the same numbers as one matrix product over
+    explicit patches; ``'mixed'`` runs XLA's convolution with patch-product
+    kernel gradients under reverse-mode autodiff (see :func:`resolve_conv_impl`).
+    """
+    if impl == "mixed" and x.shape[1] * x.shape[2] < MIXED_MIN_XLA_PIXELS:
+        impl = "im2col"
+    if impl == "im2col":
+        k, _, cin, cout = kernel.shape
+        return _patches(x, k, stride, padding) @ kernel.reshape(k * k * cin, cout)
+    if impl == "mixed":
+        return _mixed_conv(x, kernel, stride, padding)
+    return _xla_conv(x, kernel, stride, padding)
+
+
+def _kernel_grad_row_patches(x: jax.Array, ct: jax.Array, k: int, padding: int) -> jax.Array:
+    """Stride-1 :func:`conv_kernel_grad` as one matrix product without full patches.
+
+    ∇W[di, dj, c, o] = Σ_{b,i,j} x_pad[b, i+di, j+dj, c] · ct[b, i, j, o]. Width
+    offsets go into the columns of ``x``'s side (k·C_in wide, over all padded
+    rows) and height offsets into ``ct``'s side (k·C_out wide: ct shifted down
+    by di rows), so a single product over rows (b, padded i, j) yields every
+    (dj, c) × (di, o) entry. Both operands together are about k·(C_in + C_out)
+    per pixel instead of im2col's k²·C_in, which is what matters on a CPU where
+    building the patch matrix, not the product, dominates (benchmarks/NOTES.md).
+    """
+    _, h, w, cin = x.shape
+    ho, wo, cout = ct.shape[1], ct.shape[2], ct.shape[3]
+    xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    hp = h + 2 * padding
+    rows_x = jnp.concatenate([xp[:, :, dj : dj + wo, :] for dj in range(k)], axis=-1)
+    rows_ct = jnp.concatenate(
+        [jnp.pad(ct, ((0, 0), (di, hp - ho - di), (0, 0), (0, 0))) for di in range(k)], axis=-1
+    )
+    g = rows_x.reshape(-1, k * cin).T @ rows_ct.reshape(-1, k * cout)  # [(dj, c), (di, o)]
+    return g.reshape(k, cin, k, cout).transpose(2, 0, 1, 3)
+
+
+def conv_kernel_grad(
+    x: jax.Array, ct: jax.Array, kernel_size: int, stride: int, padding: int, impl: str = "xla"
+) -> jax.Array:
+    """∇_W ⟨ct, conv(x, W)⟩, the kernel gradient of :func:`conv` at input x (HWIO).
+
+    Since conv is linear in W this does not depend on W. By adjointness it is
+    also ∇_W ⟨x, conv_transpose(ct, W)⟩.
+    """
+    k, cin, cout = kernel_size, x.shape[-1], ct.shape[-1]
+    if impl == "mixed" and stride == 1 and x.shape[1] * x.shape[2] >= MIXED_MIN_XLA_PIXELS:
+        return _kernel_grad_row_patches(x, ct, k, padding)
+    if impl in ("im2col", "mixed"):  # 'mixed': XLA's kernel gradient is the slow op on CPU
+        patches = _patches(x, k, stride, padding).reshape(-1, k * k * cin)
+        return (patches.T @ ct.reshape(-1, cout)).reshape(k, k, cin, cout)
+    w_struct = jax.ShapeDtypeStruct((k, k, cin, cout), ct.dtype)
+    (g,) = jax.linear_transpose(lambda w: _xla_conv(x, w, stride, padding), w_struct)(ct)
+    return g
+
+
+def conv_transpose(
+    y: jax.Array,
+    kernel: jax.Array,
+    stride: int,
+    padding: int,
+    out_hw: tuple[int, int],
+    impl: str = "xla",
+) -> jax.Array:
+    """Adjoint of :func:`conv` with the same kernel (``nn.ConvTranspose2d``).
+
+    ``⟨conv_transpose(y, W), x⟩ = ⟨y, conv(x, W)⟩`` for every x, y; the output
+    has the spatial size ``out_hw`` of conv's input (PyTorch's output_padding).
+    """
+    k = kernel.shape[0]
+    same_size = tuple(out_hw) == (y.shape[1] - 2 * padding + k - 1, y.shape[2] - 2 * padding + k - 1)
+    if stride == 1 and same_size:
+        # Stride 1: the adjoint is a convolution with the spatially flipped kernel
+        # and in/out channels swapped, padded by k − 1 − p. Written as a plain
+        # convolution because XLA's own transpose rule yields a convolution
+        # with swapped kernel dimensions that runs slowly on CPU.
+        flipped = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)
+        return conv(y, flipped, 1, k - 1 - padding, impl)
+    b = y.shape[0]
+    x_struct = jax.ShapeDtypeStruct((b, *out_hw, kernel.shape[2]), y.dtype)
+    impl = "xla" if impl == "mixed" else impl  # custom_vjp functions are not transposable
+    (x,) = jax.linear_transpose(lambda x: conv(x, kernel, stride, padding, impl), x_struct)(y)
+    return x
