@@ -49,10 +49,14 @@ def get_base_config(algorithm: str = "dtp", model: str = "lenet") -> ml_collecti
     c.log_every_steps = 50
     c.gmp_every_steps = 500  # angle(update, BP gradient) per layer, for algorithms with targets; 0 disables
     c.eval_every_epochs = 1
+    c.eval_every_steps = 0  # also evaluate every this many steps (0: only per epoch and at the end)
     c.checkpoint_every_steps = 1000
     c.max_checkpoints_to_keep = 2
     c.matmul_precision = "highest"  # recorded in the run's hyperparameters
     c.mesh_devices = -1  # devices on the ('data',) mesh; -1 = all, across hosts
+    # Resuming (or rerunning) a workdir with other run-defining values stops with the differing keys
+    # unless this is True (jdtp.run_files.HARMLESS_KEYS lists the keys that may always change).
+    c.allow_config_change = False
     algorithms.add_sections(c, algorithm)
     return c
 

@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from jdtp import algorithms, checkpointing, config_base, evaluation, input_pipeline, sharding
+from jdtp import algorithms, checkpointing, config_base, evaluation, input_pipeline, run_files, sharding
 from jdtp import networks as nets
 
 
@@ -51,10 +51,7 @@ class MetricWriter:
             return
         if resume_step is not None and os.path.exists(self.path):
             # Drop records from after the checkpoint, which the resumed run will redo.
-            with open(self.path) as f:
-                kept = [line for line in f if line.strip() and json.loads(line)["step"] <= resume_step]
-            with open(self.path, "w") as f:
-                f.writelines(kept)
+            run_files.truncate_metrics(self.path, resume_step)
         elif resume_step is None and os.path.exists(self.path):
             os.remove(self.path)
         try:
@@ -169,12 +166,74 @@ def train_and_evaluate(
     net = build_network(config, info)
     # The algorithm validates its own sections before any data is loaded or anything is written.
     algorithms.create(config, net, steps_per_epoch=1)
+    stored = _check_stored_config(config, workdir)
+    done = run_files.read_results(workdir)
+    if done is not None and stored is not None:
+        _, harmless = run_files.config_differences(stored, config.to_dict())
+        if not {"num_epochs", "num_train_steps"} & set(harmless):
+            logging.info(
+                "%s already holds a complete run (%d steps, final %s accuracy %.4f): nothing to do",
+                workdir,
+                done["steps"],
+                done["eval_set"],
+                done["final_test_accuracy"],
+            )
+            return {**done, "already_complete": True}
     with jax.default_matmul_precision(config.matmul_precision):
         ds = input_pipeline.load_dataset(config.data)
         spe = input_pipeline.steps_per_epoch(ds.num_train, int(config.data.batch_size))
         algo = algorithms.create(config, net, spe)
         with algo.precision_context():
             return _train_and_evaluate(config, workdir, callbacks, algo, ds, info, t_start)
+
+
+def _check_stored_config(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
+    """Compare with the ``config.json`` the run started with; a defining change stops the run.
+
+    Returns:
+      The stored config (``None`` for a new run).
+
+    Raises:
+      config_base.ConfigError: keys that define the run (model, algorithm, hyperparameters, data,
+        seed) differ and ``config.allow_config_change`` is False.
+    """
+    stored = run_files.read_json(os.path.join(workdir, run_files.CONFIG))
+    if stored is None:
+        return None
+    defining, harmless = run_files.config_differences(stored, config.to_dict())
+    if defining and not config.allow_config_change:
+        flat_old, flat_new = run_files.flatten(stored), run_files.flatten(config.to_dict())
+        shown = ", ".join(
+            f"{k}: {flat_old.get(k, '<absent>')} -> {flat_new.get(k, '<absent>')}" for k in defining[:6]
+        )
+        more = f" (+{len(defining) - 6} more)" if len(defining) > 6 else ""
+        raise config_base.ConfigError(
+            f"{workdir} holds a run with another config ({shown}{more}); use a new --workdir, or pass "
+            "--config.allow_config_change=True to continue this run with the new values"
+        )
+    if defining or harmless:
+        logging.warning("Config changes against %s: %s", run_files.CONFIG, ", ".join(defining + harmless))
+    return stored
+
+
+def _hardware() -> dict:
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    dev = jax.devices()[0]
+    return {
+        "backend": jax.default_backend(),
+        "device_kind": dev.device_kind,
+        "devices": jax.device_count(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "jax_version": jax.__version__,
+    }
 
 
 def _train_and_evaluate(config, workdir, callbacks, algo, ds, info, t_start):
@@ -207,9 +266,9 @@ def _train_and_evaluate(config, workdir, callbacks, algo, ds, info, t_start):
     writer = MetricWriter(workdir, restored, is_main)
     if restored is None:
         writer.write_hparams(config)
-        if is_main:
-            with open(os.path.join(workdir, "config.json"), "w") as f:
-                json.dump(config.to_dict(), f, indent=2, default=str)
+    if is_main and not os.path.exists(os.path.join(workdir, run_files.CONFIG)):
+        run_files.write_json_atomic(os.path.join(workdir, run_files.CONFIG), config.to_dict())
+    wall_before = run_files.cumulative_wall_time(workdir, restored)
     names = net.block_names
     logging.info(
         "%s on %s (%s): %d train / %d eval examples, batch %d, %d steps/epoch, steps %d -> %d, %d device(s)",
@@ -276,9 +335,15 @@ def _train_and_evaluate(config, workdir, callbacks, algo, ds, info, t_start):
 
                 end_of_epoch = step % steps_per_epoch == 0
                 epoch = step // steps_per_epoch
-                if (end_of_epoch and epoch % int(config.eval_every_epochs) == 0) or step == num_steps:
+                every = int(config.eval_every_steps)
+                if (
+                    (end_of_epoch and epoch % int(config.eval_every_epochs) == 0)
+                    or (every and step % every == 0)
+                    or step == num_steps
+                ):
                     eval_metrics = evaluate(eval_step, state, ds, config, mesh)
-                    writer.write(step, {"epoch": epoch_float, **eval_metrics})
+                    progress = {"epoch": epoch_float, "forward_epoch": algo.forward_epochs(step)}
+                    writer.write(step, {**progress, **eval_metrics})
                     logging.info("eval at step %d (epoch %.2f): %s", step, epoch_float, eval_metrics)
 
                 for cb in callbacks:
@@ -289,12 +354,16 @@ def _train_and_evaluate(config, workdir, callbacks, algo, ds, info, t_start):
                     _check_finite(step, {}, state, net, last_ckpt, algo.divergence_hint)
                     checkpointing.save(manager, step, state, wait=sigterm.raised)
                     last_ckpt = step
+                    if is_main:
+                        run_files.record_wall_time(workdir, step, wall_before + time.time() - t_start)
                 if sigterm.raised:
                     preempted = True
                     logging.warning(
                         "Stopped by SIGTERM at step %d; rerun with the same workdir to resume", step
                     )
                     break
+            if not preempted and not eval_metrics:  # nothing left to train (e.g. resumed at the end)
+                eval_metrics = evaluate(eval_step, state, ds, config, mesh)
         finally:
             checkpointing.wait_and_close(manager)
             writer.close()
@@ -310,16 +379,22 @@ def _train_and_evaluate(config, workdir, callbacks, algo, ds, info, t_start):
         "steps": int(step),
         "num_train_steps": num_steps,
         "epochs": step / steps_per_epoch,
+        "forward_epochs": algo.forward_epochs(int(step)),  # epochs that trained the forward weights
         "preempted": preempted,
-        "wall_time_s": time.time() - t_start,
+        "complete": not preempted and int(step) >= num_steps,
+        "wall_time_s": wall_before + time.time() - t_start,  # over all segments of a resumed run
+        "segment_wall_time_s": time.time() - t_start,
         "train_loop_time_s": train_time,
         "devices": int(mesh.devices.size),
         "processes": jax.process_count(),
+        "hardware": _hardware(),
         "config": config.to_dict(),
     }
-    if jax.process_index() == 0 and not preempted:
-        with open(os.path.join(workdir, "results.json"), "w") as f:
-            json.dump(results, f, indent=2, default=str)
+    if is_main and results["complete"]:
+        kept = run_files.set_aside_results(workdir, start_step) if start_step else None
+        if kept:
+            logging.info("The earlier result of this workdir is kept as %s", kept)
+        run_files.write_json_atomic(os.path.join(workdir, run_files.RESULTS), results)
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 

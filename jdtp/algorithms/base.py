@@ -90,6 +90,10 @@ class Algorithm(abc.ABC):
         """Steps of a run of ``num_epochs`` epochs."""
         return int(num_epochs) * self.steps_per_epoch
 
+    def forward_epochs(self, step: int) -> float:
+        """Epochs (possibly fractional) in which the forward weights were trained, after ``step`` steps."""
+        return step / self.steps_per_epoch
+
     def phase_of_step(self, step: int) -> str:
         """The phase (a key of :func:`make_train_steps`) of global step ``step``."""
         del step

@@ -219,6 +219,17 @@ class DDTP(base.Algorithm):
         epochs = total_epochs(int(num_epochs), self.hp.epochs_fb, self.hp.extra_fb_epochs)
         return epochs * self.steps_per_epoch
 
+    def forward_epochs(self, step):
+        # Only joint epochs train the forward weights; s-DDTP's feedback-only epochs do not count.
+        full, rest = divmod(int(step), self.steps_per_epoch)
+        joint = sum(self._phase_of_epoch(e) == "joint" for e in range(full))
+        if rest and self._phase_of_epoch(full) == "joint":
+            joint += rest / self.steps_per_epoch
+        return float(joint)
+
+    def _phase_of_epoch(self, epoch):
+        return phase_of_epoch(epoch, self.hp.epochs_fb, self.hp.extra_fb_epochs)
+
     def phase_of_step(self, step):
         return phase_of_epoch(step // self.steps_per_epoch, self.hp.epochs_fb, self.hp.extra_fb_epochs)
 
