@@ -1,0 +1,359 @@
+"""Tables and plots generated from runs: a sweep directory in, CSV, Markdown and PNGs out.
+
+    python -m jdtp.tables --sweep_dir=results/sweeps/table1_mnist --out=docs/results/table1_mnist
+
+For every (dataset, model, label) of the sweep (``jdtp.sweep``) it reads each seed's
+``results.json`` and ``metrics.jsonl`` and writes
+
+* ``table.csv`` / ``table.md``: seeds, mean ± sample std (ddof 1) of the final test accuracy (and
+  top-5), epochs that trained the forward weights, steps, wall time per run and the hardware,
+  beside the paper's number for that row (``jdtp.paper_results``);
+* ``gaps.csv`` (and a section of ``table.md``): DTP − each other label, per seed (same seeds
+  paired), mean ± std, beside the paper's gap;
+* ``accuracy.png``: test accuracy against forward epochs per label (mean over seeds, min-max band);
+* ``gmp_angles.png``: per-layer angle between each algorithm's update and the BP gradient against
+  forward epochs (mean over seeds, min-max band).
+
+Incomplete runs are listed and left out of the numbers. Nothing is typed by hand: the README's
+result tables are these files.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import glob
+import math
+import os
+import sys
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+
+from jdtp import paper_results, run_files
+
+REFERENCE_LABEL = "dtp"
+
+
+@dataclasses.dataclass
+class RunRecord:
+    """What one run of a sweep contributes."""
+
+    label: str
+    seed: int
+    workdir: str
+    results: dict[str, Any] | None
+    eval_curve: list[tuple[float, float]]  # (forward epoch, test accuracy)
+    gmp_curves: dict[str, list[tuple[float, float]]]  # layer -> (forward epoch, angle)
+
+    @property
+    def complete(self) -> bool:
+        return self.results is not None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        r = self.results or {}
+        return (r.get("dataset", "?"), r.get("model", "?"), self.label)
+
+
+def _curves(records: list[dict]) -> tuple[list, dict]:
+    eval_curve, gmp = [], defaultdict(list)
+    for r in records:
+        x = r.get("forward_epoch", r.get("epoch"))
+        if x is None:
+            continue
+        if "eval/accuracy" in r:
+            eval_curve.append((float(x), float(r["eval/accuracy"])))
+        for k, v in r.items():
+            if k.startswith("gmp_angle/"):
+                gmp[k.split("/", 1)[1]].append((float(x), float(v)))
+    return eval_curve, dict(gmp)
+
+
+def collect(sweep_dir: str) -> list[RunRecord]:
+    """Every ``<label>/seed_<s>`` workdir under ``sweep_dir``."""
+    records = []
+    for wd in sorted(glob.glob(os.path.join(sweep_dir, "*", "seed_*"))):
+        label = os.path.basename(os.path.dirname(wd))
+        seed = int(os.path.basename(wd).split("_", 1)[1])
+        metrics = run_files.read_metrics(os.path.join(wd, run_files.METRICS))
+        eval_curve, gmp = _curves(metrics)
+        records.append(RunRecord(label, seed, wd, run_files.read_results(wd), eval_curve, gmp))
+    return records
+
+
+def _mean_std(values) -> tuple[float, float]:
+    v = np.asarray(values, np.float64)
+    if v.size == 0:
+        return math.nan, math.nan
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else math.nan
+
+
+def summarize(records: list[RunRecord]) -> list[dict[str, Any]]:
+    """One row per (dataset, model, label) over its complete runs (accuracies in percent)."""
+    groups: dict[tuple, list[RunRecord]] = defaultdict(list)
+    for r in records:
+        if r.complete:
+            groups[r.key].append(r)
+    rows = []
+    for (dataset, model, label), runs in sorted(groups.items()):
+        runs.sort(key=lambda r: r.seed)
+        acc = [100 * r.results["final_test_accuracy"] for r in runs]
+        top5 = [
+            100 * r.results["final_test_top5_accuracy"]
+            for r in runs
+            if r.results.get("final_test_top5_accuracy") is not None
+        ]
+        mean, std = _mean_std(acc)
+        t5_mean, t5_std = _mean_std(top5)
+        paper = paper_results.lookup(dataset, model, label)
+        hardware = sorted({_hardware_name(r.results) for r in runs})
+        rows.append(
+            {
+                "dataset": dataset,
+                "model": model,
+                "label": label,
+                "algorithm": runs[0].results["algorithm"],
+                "seeds": len(runs),
+                "seed_list": " ".join(str(r.seed) for r in runs),
+                "accuracy_mean": mean,
+                "accuracy_std": std,
+                "accuracy_per_seed": " ".join(f"{a:.2f}" for a in acc),
+                "top5_mean": t5_mean,
+                "top5_std": t5_std,
+                "forward_epochs": float(
+                    np.mean([r.results.get("forward_epochs", r.results["epochs"]) for r in runs])
+                ),
+                "data_epochs": float(np.mean([r.results["epochs"] for r in runs])),
+                "steps": int(np.mean([r.results["steps"] for r in runs])),
+                "wall_time_s": float(np.mean([r.results["wall_time_s"] for r in runs])),
+                "hardware": "; ".join(hardware),
+                "paper_mean": paper[0] if paper else math.nan,
+                "paper_std": paper[1] if paper and paper[1] is not None else math.nan,
+                "paper_epochs": paper_results.EPOCHS.get((dataset, model, label), math.nan),
+            }
+        )
+    return rows
+
+
+def _hardware_name(results: dict) -> str:
+    h = results.get("hardware") or {}
+    if h.get("backend") == "cpu":
+        return f"{h.get('cpu', 'CPU')} ({h.get('cpu_count', '?')} cores)"
+    return f"{h.get('devices', '?')}× {h.get('device_kind', '?')}"
+
+
+def gaps(records: list[RunRecord], reference: str = REFERENCE_LABEL) -> list[dict[str, Any]]:
+    """Per (dataset, model): accuracy(reference) − accuracy(label) over the seeds both completed."""
+    by_key: dict[tuple, dict[int, float]] = defaultdict(dict)
+    for r in records:
+        if r.complete:
+            by_key[r.key][r.seed] = 100 * r.results["final_test_accuracy"]
+    rows = []
+    for (dataset, model, label), accs in sorted(by_key.items()):
+        ref = by_key.get((dataset, model, reference))
+        if label == reference or not ref:
+            continue
+        seeds = sorted(set(ref) & set(accs))
+        diffs = [ref[s] - accs[s] for s in seeds]
+        mean, std = _mean_std(diffs)
+        p_ref, p_other = (
+            paper_results.lookup(dataset, model, reference),
+            paper_results.lookup(dataset, model, label),
+        )
+        rows.append(
+            {
+                "dataset": dataset,
+                "model": model,
+                "gap": f"{reference} - {label}",
+                "seeds": len(seeds),
+                "gap_mean": mean,
+                "gap_std": std,
+                "gap_per_seed": " ".join(f"{d:+.2f}" for d in diffs),
+                "paper_gap": p_ref[0] - p_other[0] if p_ref and p_other else math.nan,
+            }
+        )
+    return rows
+
+
+def _fmt(mean: float, std: float, digits: int = 2) -> str:
+    if math.isnan(mean):
+        return "–"
+    return f"{mean:.{digits}f}" + ("" if math.isnan(std) else f" ± {std:.{digits}f}")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    minutes = seconds / 60
+    return f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
+
+
+def markdown(rows, gap_rows, incomplete: list[RunRecord], title: str) -> str:
+    epochs = sorted({f"{r['forward_epochs']:g}" for r in rows})
+    hardware = sorted({r["hardware"] for r in rows})
+    lines = [
+        f"## {title}",
+        "",
+        f"Generated by `python -m jdtp.tables` from the runs' `results.json` and `metrics.jsonl`. "
+        f"Budget: {', '.join(epochs)} epoch(s) of forward training per run "
+        f"(s-DDTP adds its feedback-only epochs), {', '.join(hardware) or '–'}. "
+        "Mean ± sample std over seeds; the paper's numbers are after its own budget (last column).",
+        "",
+        "| dataset | model | algorithm | seeds | test accuracy % | top-5 % | forward epochs | steps | wall time per run | paper (epochs) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        paper = _fmt(r["paper_mean"], r["paper_std"])
+        if paper != "–":
+            paper += f" ({r['paper_epochs']:g})"
+        lines.append(
+            f"| {r['dataset']} | {r['model']} | {r['label']} | {r['seeds']} | "
+            f"{_fmt(r['accuracy_mean'], r['accuracy_std'])} | {_fmt(r['top5_mean'], r['top5_std'])} | "
+            f"{r['forward_epochs']:g} | {r['steps']} | {_duration(r['wall_time_s'])} | {paper} |"
+        )
+    if gap_rows:
+        lines += [
+            "",
+            "Gaps at equal forward epochs (same seeds paired; per-seed values in `gaps.csv`):",
+            "",
+            "| dataset | gap | seeds | ours (points) | paper (points) |",
+            "|---|---|---|---|---|",
+        ]
+        for g in gap_rows:
+            paper = "–" if math.isnan(g["paper_gap"]) else f"{g['paper_gap']:+.2f}"
+            lines.append(
+                f"| {g['dataset']} | {g['gap']} | {g['seeds']} | {_fmt(g['gap_mean'], g['gap_std'])} | {paper} |"
+            )
+    if incomplete:
+        lines += [
+            "",
+            "Incomplete runs (not counted): " + ", ".join(f"{r.label} seed {r.seed}" for r in incomplete),
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _write_csv(path: str, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        if not rows:
+            return
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
+def _band(curves: list[list[tuple[float, float]]]):
+    """Mean and min/max over seeds at the x values all seeds share."""
+    common = sorted(set.intersection(*[{round(x, 6) for x, _ in c} for c in curves])) if curves else []
+    ys = np.array([[dict((round(x, 6), y) for x, y in c)[x] for x in common] for c in curves])
+    return np.asarray(common), ys.mean(0), ys.min(0), ys.max(0)
+
+
+def plot(records: list[RunRecord], out_dir: str, title: str) -> list[str]:
+    from jdtp.experiments import matplotlib_pyplot
+
+    plt = matplotlib_pyplot()
+    done = [r for r in records if r.complete]
+    labels = sorted({r.label for r in done})
+    written = []
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label in labels:
+        curves = [r.eval_curve for r in done if r.label == label and r.eval_curve]
+        if not curves:
+            continue
+        x, mean, lo, hi = _band(curves)
+        if x.size == 0:
+            continue
+        line = ax.plot(x, 100 * mean, marker="o", ms=3, label=f"{label} ({len(curves)} seeds)")[0]
+        ax.fill_between(x, 100 * lo, 100 * hi, color=line.get_color(), alpha=0.2, lw=0)
+    ax.set_xlabel("epochs of forward training")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = os.path.join(out_dir, "accuracy.png")
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    written.append(path)
+
+    layers = []
+    for r in done:
+        layers += [name for name in r.gmp_curves if name not in layers]
+    if layers:
+        fig, axes = plt.subplots(1, len(layers), figsize=(3.2 * len(layers), 3.2), squeeze=False)
+        for ax, layer in zip(axes[0], layers, strict=True):
+            for label in labels:
+                curves = [r.gmp_curves[layer] for r in done if r.label == label and layer in r.gmp_curves]
+                if not curves:
+                    continue
+                x, mean, lo, hi = _band(curves)
+                if x.size == 0:
+                    continue
+                line = ax.plot(x, mean, label=label, lw=1)[0]
+                ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
+            ax.set_title(layer, fontsize=9)
+            ax.set_xlabel("epochs of forward training")
+            ax.set_ylim(0, 100)
+            ax.grid(alpha=0.3)
+        axes[0][0].set_ylabel("∠(update, BP gradient) (degrees)")
+        axes[0][-1].legend(fontsize=7)
+        fig.suptitle(f"{title}: per-layer GMP angle (mean over seeds, min-max band)", fontsize=9)
+        fig.tight_layout()
+        path = os.path.join(out_dir, "gmp_angles.png")
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def make_tables(sweep_dir: str, out_dir: str, title: str | None = None) -> dict[str, Any]:
+    """Write ``table.csv``, ``gaps.csv``, ``table.md`` and the PNGs; returns what was written."""
+    records = collect(sweep_dir)
+    if not records:
+        raise FileNotFoundError(f"no <label>/seed_<s> workdirs under {sweep_dir}")
+    title = title or os.path.basename(os.path.normpath(sweep_dir))
+    rows, gap_rows = summarize(records), gaps(records)
+    incomplete = [r for r in records if not r.complete]
+    os.makedirs(out_dir, exist_ok=True)
+    _write_csv(os.path.join(out_dir, "table.csv"), rows)
+    _write_csv(os.path.join(out_dir, "gaps.csv"), gap_rows)
+    md = markdown(rows, gap_rows, incomplete, title)
+    with open(os.path.join(out_dir, "table.md"), "w") as f:
+        f.write(md)
+    pngs = plot(records, out_dir, title)
+    return {"rows": rows, "gaps": gap_rows, "incomplete": incomplete, "markdown": md, "pngs": pngs}
+
+
+def main(argv):
+    from absl import flags
+
+    f = flags.FLAGS
+    if len(argv) > 1:
+        sys.exit(f"error: unexpected arguments {argv[1:]}")
+    out = f.out or os.path.join(f.sweep_dir, "tables")
+    try:
+        result = make_tables(f.sweep_dir, out, f.title or None)
+    except FileNotFoundError as e:
+        sys.exit(f"error: {e}")
+    print(result["markdown"])
+    print(
+        f"wrote {out}/table.csv, gaps.csv, table.md, "
+        + ", ".join(os.path.basename(p) for p in result["pngs"])
+    )
+
+
+def _define_flags():
+    from absl import flags
+
+    flags.DEFINE_string("sweep_dir", None, "Sweep directory (jdtp.sweep --dir).", required=True)
+    flags.DEFINE_string("out", "", "Output folder (default: <sweep_dir>/tables).")
+    flags.DEFINE_string("title", "", "Title of the table and plots (default: the sweep folder's name).")
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    _define_flags()
+    app.run(main)

@@ -1,0 +1,115 @@
+"""Sweeps (jdtp.sweep): a tiny sweep on synthetic data, one run interrupted and resumed, then skipped."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from helpers import CONFIG_DIR
+
+from jdtp import config_base, run_files, sweep, train
+
+SWEEP_FILE = """
+import ml_collections
+
+
+def get_config(variant=""):
+    c = ml_collections.ConfigDict()
+    c.seeds = (0, 1)
+    c.overrides = {"num_train_steps": 4, "mesh_devices": 1, "data": {"synthetic_shape": (16, 16, 3)}}
+    c.runs = [
+        {"label": "bp", "config": "configs/lenet_cifar10.py:bp,smoke"},
+        {"label": "dtp", "config": "configs/lenet_cifar10.py:smoke", "overrides": {"gmp_every_steps": 2}},
+    ]
+    return c
+"""
+REPO = os.path.join(CONFIG_DIR, "..")
+
+
+def _write_sweep(tmp_path):
+    path = tmp_path / "tiny_sweep.py"
+    path.write_text(SWEEP_FILE)
+    return str(path)
+
+
+def _run_sweep(args, cwd=REPO):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    env["XLA_FLAGS"] = ""  # one device per run, as a user's machine
+    return subprocess.run(
+        [sys.executable, "-m", "jdtp.sweep", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def _config_of(run):
+    c = config_base.load_config_file(run.config)
+    config_base.set_dotted(c, "seed", run.seed)
+    for k, v in run.overrides:
+        config_base.set_dotted(c, k, tuple(v) if isinstance(v, list) else v)
+    return c
+
+
+def test_plan_is_seed_major_with_one_workdir_per_run(tmp_path):
+    s = sweep.load_sweep(_write_sweep(tmp_path))
+    runs = sweep.plan(s, str(tmp_path / "sw"), extra_overrides={"data.data_dir": "/d"})
+    assert [(r.label, r.seed) for r in runs] == [("bp", 0), ("dtp", 0), ("bp", 1), ("dtp", 1)]
+    assert runs[3].workdir == str(tmp_path / "sw" / "dtp" / "seed_1")
+    assert dict(runs[1].overrides) == {
+        "num_train_steps": 4,
+        "mesh_devices": 1,
+        "data.synthetic_shape": [16, 16, 3],
+        "data.data_dir": "/d",
+        "gmp_every_steps": 2,
+    }
+    cmd = runs[1].command("python")
+    assert "--config.data.synthetic_shape=(16,16,3)" in cmd and "--config.seed=0" in cmd
+    with pytest.raises(config_base.ConfigError, match="unknown label"):
+        sweep.plan(s, str(tmp_path), only=["nope"])
+    assert sweep.format_value((3,)) == "(3,)" and sweep.format_value(0.5) == "0.5"
+
+
+@pytest.mark.slow
+def test_sweep_runs_resumes_an_interrupted_run_and_skips_finished_ones(tmp_path):
+    sweep_file, directory = _write_sweep(tmp_path), str(tmp_path / "sw")
+    runs = sweep.plan(sweep.load_sweep(sweep_file), directory)
+    interrupted = runs[3]  # dtp seed 1: stopped by SIGTERM after 2 of its 4 steps
+
+    def stop_at_2(step, state):
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    cwd = os.getcwd()
+    os.chdir(REPO)  # the sweep file's config paths are relative to the repository
+    try:
+        first = train.train_and_evaluate(_config_of(interrupted), interrupted.workdir, callbacks=[stop_at_2])
+        reference = train.train_and_evaluate(_config_of(interrupted), str(tmp_path / "straight"))
+    finally:
+        os.chdir(cwd)
+    assert first["preempted"] and interrupted.status() == "partial"
+
+    out = _run_sweep([f"--sweep={sweep_file}", f"--dir={directory}"])
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "4 done" in out.stdout and "started (partial)" in out.stdout
+    for run in runs:
+        assert run.status() == "complete", run
+    resumed = run_files.read_results(interrupted.workdir)
+    assert resumed["final_test_loss"] == reference["final_test_loss"]  # resumed = uninterrupted
+    metrics = run_files.read_metrics(os.path.join(interrupted.workdir, "metrics.jsonl"))
+    assert [r["step"] for r in metrics if "train/loss" in r] == [2, 4]  # each step logged once
+    manifest = json.load(open(os.path.join(directory, sweep.SWEEP_FILE)))
+    assert len(manifest["runs"]) == 4
+
+    before = {r.workdir: os.path.getmtime(os.path.join(r.workdir, "results.json")) for r in runs}
+    again = _run_sweep([f"--sweep={sweep_file}", f"--dir={directory}"])
+    assert again.returncode == 0 and "4 already complete" in again.stdout
+    assert before == {r.workdir: os.path.getmtime(os.path.join(r.workdir, "results.json")) for r in runs}
+    printed = _run_sweep([f"--sweep={sweep_file}", f"--dir={directory}", "--print_commands"])
+    assert printed.stdout == ""  # nothing pending
+    assert np.isfinite(resumed["final_test_accuracy"])

@@ -1,0 +1,87 @@
+"""Tables from runs (jdtp.tables): rows, means, stds and gaps against an independent computation."""
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+from jdtp import paper_results, run_files, tables
+
+# (label, seed) -> final test accuracy; two configs × two seeds, plus an unfinished run.
+ACC = {("dtp", 0): 0.9810, ("dtp", 1): 0.9790, ("bp", 0): 0.9750, ("bp", 1): 0.9800}
+
+
+def _fake_run(root, label, seed, acc, complete=True):
+    wd = os.path.join(root, label, f"seed_{seed}")
+    os.makedirs(wd)
+    records = [
+        {"step": 10, "epoch": 0.5, "forward_epoch": 0.5, "eval/accuracy": acc - 0.1},
+        {
+            "step": 20,
+            "epoch": 1.0,
+            "forward_epoch": 1.0,
+            "gmp_angle/conv_0": 40.0 + seed,
+            "gmp_angle/fc2": 0.0,
+        },
+        {"step": 20, "epoch": 1.0, "forward_epoch": 1.0, "eval/accuracy": acc},
+    ]
+    with open(os.path.join(wd, "metrics.jsonl"), "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in records)
+    if complete:
+        results = {
+            "complete": True,
+            "algorithm": label,
+            "dataset": "mnist",
+            "model": "lenet",
+            "eval_set": "test",
+            "final_test_accuracy": acc,
+            "final_test_top5_accuracy": 1.0,
+            "steps": 20,
+            "epochs": 1.0,
+            "forward_epochs": 1.0,
+            "wall_time_s": 100.0 + seed,
+            "hardware": {"backend": "cpu", "cpu": "Test CPU", "cpu_count": 2},
+        }
+        run_files.write_json_atomic(os.path.join(wd, "results.json"), results)
+    return wd
+
+
+def test_table_rows_means_stds_and_gaps_match_an_independent_computation(tmp_path):
+    root = str(tmp_path / "sweep")
+    for (label, seed), acc in ACC.items():
+        _fake_run(root, label, seed, acc)
+    _fake_run(root, "dtp", 2, 0.5, complete=False)  # interrupted: listed, not counted
+    out = tables.make_tables(root, str(tmp_path / "out"), "test sweep")
+
+    rows = {r["label"]: r for r in out["rows"]}
+    assert set(rows) == {"dtp", "bp"}
+    for label in rows:
+        accs = [100 * ACC[(label, s)] for s in (0, 1)]
+        assert rows[label]["seeds"] == 2
+        assert rows[label]["accuracy_mean"] == pytest.approx(sum(accs) / 2)
+        assert rows[label]["accuracy_std"] == pytest.approx(abs(accs[0] - accs[1]) / np.sqrt(2))  # ddof 1
+        assert rows[label]["wall_time_s"] == pytest.approx(100.5)
+        assert rows[label]["paper_mean"] == paper_results.ACCURACY[("mnist", "lenet", label)][0]
+    (gap,) = out["gaps"]
+    diffs = [100 * (ACC[("dtp", s)] - ACC[("bp", s)]) for s in (0, 1)]
+    assert gap["gap"] == "dtp - bp" and gap["seeds"] == 2
+    assert gap["gap_mean"] == pytest.approx(np.mean(diffs))
+    assert gap["gap_std"] == pytest.approx(np.std(diffs, ddof=1))
+    assert gap["paper_gap"] == pytest.approx(98.93 - 98.92)
+
+    with open(tmp_path / "out" / "table.csv") as f:
+        csv_rows = list(csv.DictReader(f))
+    assert [r["label"] for r in csv_rows] == ["bp", "dtp"]
+    md = (tmp_path / "out" / "table.md").read_text()
+    assert "| mnist | lenet | dtp | 2 | 98.00 ± 0.14 |" in md
+    assert "Incomplete runs (not counted): dtp seed 2" in md
+    assert "Test CPU (2 cores)" in md
+    for name in ("accuracy.png", "gmp_angles.png"):
+        assert (tmp_path / "out" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_empty_sweep_dir_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no <label>/seed_<s> workdirs"):
+        tables.make_tables(str(tmp_path), str(tmp_path / "out"))
