@@ -1,12 +1,48 @@
-"""Thin Orbax wrapper: the only module that touches the Orbax API (conventions §3.7)."""
+"""Orbax checkpoints, verified on restore: the only module that touches the Orbax API (conventions §3.7).
+
+Every saved step gets a SHA-256 of the state's bytes in ``workdir/checksums.json`` (computed from
+the state in memory when the save starts). :func:`restore_latest_good` restores the newest step
+whose bytes match; a step that cannot be read or does not match (truncated, garbled or missing
+files) is moved, never deleted, to ``workdir/damaged_checkpoints/`` with one warning line, and the
+next older step is tried. Steps saved before checksums existed are accepted when every restored
+value is finite.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import logging as pylogging
 import os
+import shutil
+import time
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+
+from jdtp import run_files
+
+CHECKSUMS = "checksums.json"
+DAMAGED_DIR = "damaged_checkpoints"
+
+
+class CheckpointError(RuntimeError):
+    """No intact checkpoint can be restored although damaged ones exist."""
+
+
+class _QuietOrbax(pylogging.Filter):
+    """Orbax logs every checkpoint step at INFO; keep its warnings and errors only."""
+
+    def filter(self, record):
+        return record.levelno >= pylogging.WARNING or "orbax" not in record.pathname
+
+
+def quiet_orbax_logs() -> None:
+    """Drop Orbax's INFO lines from the absl log (idempotent)."""
+    logger = pylogging.getLogger("absl")
+    if not any(isinstance(f, _QuietOrbax) for f in logger.filters):
+        logger.addFilter(_QuietOrbax())
 
 
 def make_manager(workdir: str, max_to_keep: int = 2) -> ocp.CheckpointManager:
@@ -16,27 +52,101 @@ def make_manager(workdir: str, max_to_keep: int = 2) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(directory, options=options)
 
 
+def state_checksum(state) -> str:
+    """SHA-256 over every leaf's dtype, shape and bytes (the same on every host for replicated state)."""
+    h = hashlib.sha256()
+    for leaf in jax.tree.leaves(state):
+        a = np.asarray(jax.device_get(leaf))
+        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def _workdir(manager: ocp.CheckpointManager) -> str:
+    return os.path.dirname(os.fspath(manager.directory))
+
+
 def save(manager: ocp.CheckpointManager, step: int, state, wait: bool = False) -> None:
-    """Save ``state`` at ``step`` (every process must call this)."""
+    """Save ``state`` at ``step`` (every process must call this) and record its checksum."""
+    checksum = state_checksum(state)
     manager.save(step, args=ocp.args.StandardSave(state), force=True)
+    if jax.process_index() == 0:
+        path = os.path.join(_workdir(manager), CHECKSUMS)
+        sums = run_files.read_json(path) or {}
+        sums[str(step)] = checksum
+        keep = {str(s) for s in manager.all_steps()} | {str(step)}
+        run_files.write_json_atomic(path, {k: v for k, v in sums.items() if k in keep})
     if wait:
         manager.wait_until_finished()
 
 
-def restore_or_init(manager: ocp.CheckpointManager, init_state):
-    """Restore the latest checkpoint into ``init_state``'s structure and shardings, if any.
+def _verify(state, expected: str | None) -> str | None:
+    """Why a restored state is not trustworthy, or ``None``."""
+    if expected is not None:
+        return (
+            None if state_checksum(state) == expected else "its bytes do not match the checksum saved with it"
+        )
+    finite = all(
+        bool(np.all(np.isfinite(np.asarray(jax.device_get(x)))))
+        for x in jax.tree.leaves(state)
+        if np.issubdtype(np.asarray(jax.device_get(x)).dtype, np.floating)
+    )
+    return None if finite else "it holds non-finite values (and was saved without a checksum)"
+
+
+def set_aside(workdir: str, step: int, reason: str) -> str:
+    """Move ``checkpoints/<step>`` to ``damaged_checkpoints/<step>[...]`` (kept for inspection)."""
+    src = os.path.join(workdir, "checkpoints", str(step))
+    target_dir = os.path.join(workdir, DAMAGED_DIR)
+    os.makedirs(target_dir, exist_ok=True)
+    dst = os.path.join(target_dir, f"{step}_{time.strftime('%Y%m%d-%H%M%S')}")
+    shutil.move(src, dst)
+    logging.warning("Checkpoint step %d in %s is damaged (%s): moved to %s", step, workdir, reason, dst)
+    return dst
+
+
+def restore_latest_good(manager: ocp.CheckpointManager, init_state, max_to_keep: int = 2):
+    """Restore the newest intact step into ``init_state``'s structure and shardings.
 
     Returns:
-      ``(state, restored_step)`` with ``restored_step = None`` when starting fresh.
+      ``(manager, state, restored_step)``; ``restored_step`` is ``None`` when starting fresh. The
+      manager is a new one if damaged steps were set aside.
+
+    Raises:
+      CheckpointError: every step was damaged (all moved to ``damaged_checkpoints/``).
     """
-    step = manager.latest_step()
-    if step is None:
+    workdir = _workdir(manager)
+    steps = sorted(manager.all_steps(), reverse=True)
+    if not steps:
         logging.info("No checkpoint in %s: starting from scratch", manager.directory)
-        return init_state, None
+        return manager, init_state, None
+    sums = run_files.read_json(os.path.join(workdir, CHECKSUMS)) or {}
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, init_state)
-    state = manager.restore(step, args=ocp.args.StandardRestore(abstract))
-    logging.info("Restored checkpoint of step %d from %s", step, manager.directory)
-    return state, step
+    damaged = []
+    for step in steps:
+        try:
+            state = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        except Exception as e:  # noqa: BLE001 - any read failure means this step is unusable
+            reason = f"it cannot be read: {type(e).__name__}: {str(e).splitlines()[0][:160]}"
+        else:
+            reason = _verify(state, sums.get(str(step)))
+            if reason is None:
+                if damaged:
+                    manager.close()
+                    manager = make_manager(workdir, max_to_keep)
+                logging.info("Restored checkpoint of step %d from %s (verified)", step, manager.directory)
+                return manager, state, step
+        damaged.append(step)
+        if jax.process_index() == 0:
+            set_aside(workdir, step, reason)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"jdtp_set_aside_{step}")
+    raise CheckpointError(
+        f"every checkpoint in {manager.directory} is damaged (steps {damaged}, moved to "
+        f"{os.path.join(workdir, DAMAGED_DIR)}); rerun to start this run over, or use a new --workdir"
+    )
 
 
 def wait_and_close(manager: ocp.CheckpointManager) -> None:

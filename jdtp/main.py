@@ -1,10 +1,13 @@
-"""Command-line entry point: ``python -m jdtp.main --config=configs/X.py[:variant] --workdir=DIR``.
+"""Train one run: ``python -m jdtp.main --config=configs/X.py[:variant] --workdir=DIR [--config.KEY=VALUE ...]``.
 
-Thin on purpose (conventions §3.1): flags, optional ``jax.distributed``
-initialisation, then :func:`jdtp.train.train_and_evaluate`.
+Thin on purpose (conventions §3.1): flags, optional ``jax.distributed`` initialisation, then
+:func:`jdtp.train.train_and_evaluate`. Errors in the command line, the config or the workdir end
+in one line naming the cause and the fix (``--debug`` shows the traceback). Exit codes: 0 done
+(or already complete), 1 error, 2 bad command line, 75 preempted (rerun to resume).
 """
 
-import logging as pylogging
+import os
+import re
 import sys
 
 from absl import app, flags, logging
@@ -14,25 +17,125 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (path[:variant]).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.")
 flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host runs).")
-flags.mark_flags_as_required(["config", "workdir"])
+flags.DEFINE_bool(
+    "show_config", False, "Print the config (every key, after variants and overrides) and exit."
+)
+flags.DEFINE_bool("debug", False, "Show tracebacks instead of one-line errors.")
+
+HELP = """\
+usage: python -m jdtp.main --config=FILE[:VARIANT[,VARIANT]] --workdir=DIR [--config.KEY=VALUE ...]
+
+Train (or resume) one run. Rerunning the same command resumes from the newest intact checkpoint;
+a run that is already complete reports its stored result and trains nothing.
+
+  --config=FILE[:VARIANTS]  an experiment file in configs/, e.g. configs/lenet_mnist.py
+                            variants (comma-separated): bp (the backprop baseline), vanilla_dtp,
+                            tp, smoke (synthetic data, a few steps), gpu, tpu; some files add
+                            their own (configs/lenet_cifar10.py:table6, configs/ddtp_mnist.py:p)
+  --config.KEY=VALUE        override any key, e.g. --config.dtp.beta=0.5,
+                            --config.dtp.num_fb_iters='(10,10,10)', --config.data.data_dir=/tfds
+  --show_config             print every key of the resulting config and exit (the keys and their
+                            defaults live in jdtp/config_base.py, the model's builder in
+                            jdtp/networks.py and each algorithm's module in jdtp/algorithms/)
+  --workdir=DIR             checkpoints, metrics.jsonl, TensorBoard events, results.json
+  --distributed             multi-host runs: jax.distributed.initialize() first
+  --debug                   tracebacks instead of one-line errors
+
+exit codes: 0 done or already complete, 1 error, 2 bad command line, 75 preempted (rerun to resume)
+"""
+
+HELP_FLAGS = ("-h", "--help", "-help", "--helpshort", "--helpfull")
 
 
-class _QuietOrbax(pylogging.Filter):
-    """Orbax logs every checkpoint step at INFO; keep its warnings and errors only."""
+def _explain_flag_error(e: Exception, argv) -> str:
+    """One line for what went wrong while parsing the command line."""
+    text = str(e)
+    key = re.search(r"AttributeError: \"?'([^']+)'", text) or re.search(r"^\"?'([^']+)'\"?$", text)
+    if isinstance(e, AttributeError | KeyError) or key:
+        name = key.group(1) if key else text.strip("'\"")
+        given = [a for a in argv if a.startswith("--config.") and f".{name}" in a.split("=", 1)[0]]
+        where = f" ({given[0]})" if given else ""
+        return (
+            f"unknown config key {name!r}{where}; list the keys with --show_config "
+            "(see python -m jdtp.main --help)"
+        )
+    if "No such file or directory" in text or "Attempted" in text:
+        path = re.search(r"Attempted \[[^\]]*\]:\s*(\S+)", text)
+        shown = (
+            path.group(1)
+            if path
+            else next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), "?")
+        )
+        return (
+            f"config file {shown!r} not found; pass an experiment file, e.g. --config=configs/lenet_mnist.py"
+        )
+    if "must have a value other than None" in text:
+        flag = re.search(r"--(\w+)", text)
+        return f"--{flag.group(1) if flag else '?'} is required (python -m jdtp.main --help)"
+    first = text.strip().splitlines()[-1] if text.strip() else type(e).__name__
+    first = re.sub(r"^([\w.]+(Error|Exception): )+", "", first)
+    return f"{first} (python -m jdtp.main --help)"
 
-    def filter(self, record):
-        return record.levelno >= pylogging.WARNING or "orbax" not in record.pathname
+
+def _parse(argv):
+    if any(a in HELP_FLAGS for a in argv[1:]):
+        print(HELP)
+        sys.exit(0)
+    flags.mark_flags_as_required(["config"])
+    try:
+        rest = FLAGS(argv)
+        FLAGS.config.keys()  # a config file that failed to load raises here, not while parsing
+        return rest
+    except Exception as e:  # noqa: BLE001 - every parse failure becomes one line
+        if "--debug" in argv:
+            raise
+        print(f"error: {_explain_flag_error(e, argv)}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _check_workdir(path: str) -> str | None:
+    """Why ``path`` cannot be a workdir, or ``None`` (remote paths such as gs:// are not checked)."""
+    if re.match(r"^\w+://", path):
+        return None
+    if os.path.exists(path) and not os.path.isdir(path):
+        return f"--workdir={path} is a file, not a directory; choose another --workdir"
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, ".write_probe")
+        with open(probe, "w") as f:
+            f.write("")
+        os.remove(probe)
+    except OSError as e:
+        return f"cannot write to --workdir={path} ({e.strerror or type(e).__name__}); choose a writable directory"
+    return None
 
 
 def main(argv):
     if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    pylogging.getLogger("absl").addFilter(_QuietOrbax())
+        print(f"error: unexpected arguments {argv[1:]} (python -m jdtp.main --help)", file=sys.stderr)
+        sys.exit(2)
+    if FLAGS.show_config:
+        print(FLAGS.config)
+        return
+    if not FLAGS.workdir:
+        print("error: --workdir is required (python -m jdtp.main --help)", file=sys.stderr)
+        sys.exit(2)
+    problem = None if FLAGS.distributed else _check_workdir(FLAGS.workdir)  # before JAX starts
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        sys.exit(1)
     import jax
 
+    from jdtp import checkpointing
+
+    checkpointing.quiet_orbax_logs()
     if FLAGS.distributed:
         jax.distributed.initialize()  # before any device query
-    from jdtp import config_base, input_pipeline, train
+        problem = _check_workdir(FLAGS.workdir) if jax.process_index() == 0 else None
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            sys.exit(1)
+    from jdtp import config_base, input_pipeline, preemption, train
 
     logging.info(
         "JAX %s, process %d/%d, devices: %s",
@@ -42,26 +145,36 @@ def main(argv):
         jax.devices(),
     )
     logging.info("Config:\n%s", FLAGS.config)
+    errors = (
+        config_base.ConfigError,
+        input_pipeline.DatasetNotFoundError,
+        train.NonFiniteError,
+        checkpointing.CheckpointError,
+    )
     try:
         results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    except (config_base.ConfigError, input_pipeline.DatasetNotFoundError, train.NonFiniteError) as e:
+    except errors as e:
+        if FLAGS.debug:
+            raise
         logging.error("%s: %s", type(e).__name__, e)
-        sys.exit(f"error: {e}")
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
     if results["preempted"]:
         logging.warning("Preempted at step %d; rerun the same command to resume.", results["steps"])
-        return
+        sys.exit(preemption.EXIT_CODE)
     acc = results["final_test_accuracy"]
     logging.info(
-        "Done: %s %s on %s, %d steps, final %s accuracy %.4f, wall time %.1f s",
+        "%s: %s %s on %s, %d steps, final %s accuracy %.4f, wall time %.1f s",
+        "Already complete" if results.get("already_complete") else "Done",
         results["algorithm"].upper(),
         results["model"],
         results["dataset"],
         results["steps"],
         results["eval_set"],
-        acc if acc is not None else float("nan"),
+        acc,
         results["wall_time_s"],
     )
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=_parse)

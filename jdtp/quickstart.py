@@ -7,10 +7,11 @@ both test accuracies. Needs no network and no dataset download.
 """
 
 import os
+import sys
 
 from absl import app, flags, logging
 
-from jdtp import config_base, train
+from jdtp import checkpointing, config_base, preemption, train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", "workdirs/quickstart", "Parent folder of the two runs.")
@@ -25,14 +26,19 @@ def _config(variant: str):
 
 def main(argv):
     del argv
+    checkpointing.quiet_orbax_logs()
     rows = []
     for variant, name in (("", "DTP (L-DRL)"), ("bp", "BP")):
         logging.info("Training %s on digits", name)
         r = train.train_and_evaluate(_config(variant), os.path.join(FLAGS.workdir, variant or "dtp"))
-        rows.append((name, r["final_test_accuracy"], r["steps"], r["wall_time_s"]))
-    lines = ["", "LeNet on sklearn digits (1,437 train / 360 test), seed 0:"]
-    lines += [f"  {n:12s} test accuracy {a:.4f}  ({s} steps, {t:.0f} s)" for n, a, s, t in rows]
-    logging.info("%s", "\n".join(lines))
+        if r["preempted"]:
+            print(f"{name}: stopped at step {r['steps']}; rerun the quickstart to resume")
+            sys.exit(preemption.EXIT_CODE)
+        note = " (stored result)" if r.get("already_complete") else ""
+        rows.append((name, r["final_test_accuracy"], r["steps"], r["wall_time_s"], note))
+    lines = ["LeNet on sklearn digits (1,437 train / 360 test), seed 0:"]
+    lines += [f"  {n:12s} test accuracy {a:.4f}  ({s} steps, {t:.0f} s){note}" for n, a, s, t, note in rows]
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -12,8 +12,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import signal
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -24,7 +22,17 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from jdtp import algorithms, checkpointing, config_base, evaluation, input_pipeline, run_files, sharding
+from jdtp import (
+    algorithms,
+    checkpointing,
+    config_base,
+    evaluation,
+    input_pipeline,
+    preemption,
+    run_files,
+    run_plots,
+    sharding,
+)
 from jdtp import networks as nets
 
 
@@ -45,7 +53,7 @@ class MetricWriter:
 
     def __init__(self, workdir: str, resume_step: int | None, active: bool):
         self.active = active
-        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.path = os.path.join(workdir, run_files.METRICS)
         self._tb = None
         if not active:
             return
@@ -53,11 +61,16 @@ class MetricWriter:
             # Drop records from after the checkpoint, which the resumed run will redo.
             run_files.truncate_metrics(self.path, resume_step)
         elif resume_step is None and os.path.exists(self.path):
-            os.remove(self.path)
+            # A restart from scratch (no usable checkpoint): keep the old log, never delete it.
+            kept = self.path.replace(".jsonl", time.strftime(".%Y%m%d-%H%M%S.jsonl"))
+            os.replace(self.path, kept)
+            logging.warning("Starting over: the earlier %s is kept as %s", run_files.METRICS, kept)
         try:
             from tensorboardX import SummaryWriter
 
-            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            # Events after the restored step are purged, so a resumed run logs each step once.
+            purge = None if resume_step is None else resume_step + 1
+            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=purge)
         except ImportError:  # pragma: no cover - tensorboardX is a dependency
             logging.warning("tensorboardX not installed: TensorBoard summaries disabled")
 
@@ -81,11 +94,22 @@ class MetricWriter:
 
 
 def _check_finite(
-    step: int, scalars: dict[str, float], state, net: nets.Network, last_ckpt, hint: str
+    step: int, scalars: dict[str, float], state, net: nets.Network, ckpts: tuple, hint: str
 ) -> None:
-    """Raise :class:`NonFiniteError` naming the first non-finite metric or parameter."""
+    """Raise :class:`NonFiniteError` naming the first non-finite metric or parameter.
+
+    ``ckpts`` is ``(restored_step, last_saved_step)``: the message names the verified checkpoint
+    the run started from and the newest one it saved (both finite when saved).
+    """
     bad = [k for k, v in scalars.items() if not np.isfinite(v)]
-    where = f"last good checkpoint: step {last_ckpt}" if last_ckpt is not None else "no checkpoint saved yet"
+    restored, saved = ckpts
+    start = (
+        "started from scratch"
+        if restored is None
+        else f"resumed from checkpoint step {restored}, checksum verified"
+    )
+    newest = "no checkpoint saved since" if saved in (None, restored) else f"newest checkpoint: step {saved}"
+    where = f"this run {start}; {newest}"
     if bad:
         raise NonFiniteError(f"non-finite metric {bad[0]}={scalars[bad[0]]} at step {step} ({where}); {hint}")
     finite = _params_finite(state.fwd_params, state.fb_params)
@@ -112,27 +136,6 @@ def evaluate(eval_step, state, ds, config, mesh) -> dict[str, float]:
         ds, int(config.data.eval_batch_size), jax.process_index(), jax.process_count()
     )
     return evaluation.evaluate(eval_step, state.fwd_params, (sharding.global_batch(b, mesh) for b in batches))
-
-
-class _SigtermFlag:
-    """Turns SIGTERM into a flag the loop checks after each step (main thread only)."""
-
-    def __init__(self):
-        self.raised = False
-        self._previous = None
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        logging.warning("SIGTERM received: saving a checkpoint and stopping after this step")
-        self.raised = True
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
 
 
 def _format_eta(seconds: float) -> str:
@@ -260,7 +263,9 @@ def _train_and_evaluate(config, workdir, callbacks, algo, ds, info, t_start):
 
     os.makedirs(workdir, exist_ok=True)
     manager = checkpointing.make_manager(workdir, int(config.max_checkpoints_to_keep))
-    state, restored = checkpointing.restore_or_init(manager, state)
+    manager, state, restored = checkpointing.restore_latest_good(
+        manager, state, int(config.max_checkpoints_to_keep)
+    )
     start_step = int(state.step)
     is_main = jax.process_index() == 0
     writer = MetricWriter(workdir, restored, is_main)
@@ -289,7 +294,8 @@ def _train_and_evaluate(config, workdir, callbacks, algo, ds, info, t_start):
     preempted = False
     t_log, step_at_log = time.time(), start_step
     train_time = 0.0
-    with _SigtermFlag() as sigterm:
+    logging.info("Compiling the train step (the first step takes longer)...")
+    with preemption.Preemption() as sigterm:
         step = start_step
         try:
             while step < num_steps:
@@ -308,7 +314,7 @@ def _train_and_evaluate(config, workdir, callbacks, algo, ds, info, t_start):
                     scalars = algo.scalars(jax.device_get(metrics), phase)
                     scalars["train/lr"] = algo.learning_rate(step - 1)
                     scalars["epoch"] = epoch_float
-                    _check_finite(step, scalars, state, net, last_ckpt, algo.divergence_hint)
+                    _check_finite(step, scalars, state, net, (restored, last_ckpt), algo.divergence_hint)
                     elapsed = time.time() - t_log
                     rate = (step - step_at_log) * batch_size / max(elapsed, 1e-9)
                     eta = (num_steps - step) * elapsed / max(step - step_at_log, 1)
@@ -354,13 +360,14 @@ def _train_and_evaluate(config, workdir, callbacks, algo, ds, info, t_start):
                     cb(step, state)
                 train_time += time.time() - t0
 
-                if step % int(config.checkpoint_every_steps) == 0 or step == num_steps or sigterm.raised:
-                    _check_finite(step, {}, state, net, last_ckpt, algo.divergence_hint)
-                    checkpointing.save(manager, step, state, wait=sigterm.raised)
+                stop = sigterm.agreed()  # the same answer on every process
+                if step % int(config.checkpoint_every_steps) == 0 or step == num_steps or stop:
+                    _check_finite(step, {}, state, net, (restored, last_ckpt), algo.divergence_hint)
+                    checkpointing.save(manager, step, state, wait=stop)
                     last_ckpt = step
                     if is_main:
                         run_files.record_wall_time(workdir, step, wall_before + time.time() - t_start)
-                if sigterm.raised:
+                if stop and step < num_steps:
                     preempted = True
                     logging.warning(
                         "Stopped by SIGTERM at step %d; rerun with the same workdir to resume", step
@@ -399,6 +406,11 @@ def _train_and_evaluate(config, workdir, callbacks, algo, ds, info, t_start):
         if kept:
             logging.info("The earlier result of this workdir is kept as %s", kept)
         run_files.write_json_atomic(os.path.join(workdir, run_files.RESULTS), results)
+    if is_main:
+        try:
+            run_plots.plot_workdir(workdir)
+        except Exception as e:  # noqa: BLE001 - a figure must never cost a finished run
+            logging.warning("Could not draw %s/summary.png: %s", workdir, e)
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 

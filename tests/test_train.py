@@ -23,7 +23,7 @@ def _read_jsonl(path):
 
 def _restore(workdir, like):
     manager = checkpointing.make_manager(workdir)
-    state, step = checkpointing.restore_or_init(manager, like)
+    manager, state, step = checkpointing.restore_latest_good(manager, like)
     checkpointing.wait_and_close(manager)
     return state, step
 
@@ -98,7 +98,8 @@ def test_nan_stops_run_naming_step_and_keeps_last_checkpoint(tmp_path, monkeypat
     monkeypatch.setattr(train.algorithms, "make_train_steps", poisoned)
     config = tiny_config(num_train_steps=6)
     with pytest.raises(
-        train.NonFiniteError, match=r"train/loss=nan at step 3 \(last good checkpoint: step 2\)"
+        train.NonFiniteError,
+        match=r"train/loss=nan at step 3 \(this run started from scratch; newest checkpoint: step 2\)",
     ):
         train.train_and_evaluate(config, str(tmp_path))
     state, step = _restore(str(tmp_path), abstract_state(config))
