@@ -10,10 +10,13 @@ value is finite.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
 import logging as pylogging
 import os
 import shutil
+import sys
 import time
 
 import jax
@@ -28,7 +31,7 @@ DAMAGED_DIR = "damaged_checkpoints"
 
 
 class CheckpointError(RuntimeError):
-    """No intact checkpoint can be restored although damaged ones exist."""
+    """No intact checkpoint can be restored, or the checkpoints hold a state of another shape."""
 
 
 class _QuietOrbax(pylogging.Filter):
@@ -62,18 +65,25 @@ def state_checksum(state) -> str:
     return h.hexdigest()
 
 
+def structure_signature(state) -> str:
+    """SHA-256 of the state's tree structure, leaf shapes and dtypes (what a restore must match)."""
+    leaves, treedef = jax.tree.flatten(state)
+    desc = str(treedef) + "".join(f"|{np.dtype(x.dtype)}{tuple(x.shape)}" for x in leaves)
+    return hashlib.sha256(desc.encode()).hexdigest()
+
+
 def _workdir(manager: ocp.CheckpointManager) -> str:
     return os.path.dirname(os.fspath(manager.directory))
 
 
 def save(manager: ocp.CheckpointManager, step: int, state, wait: bool = False) -> None:
     """Save ``state`` at ``step`` (every process must call this) and record its checksum."""
-    checksum = state_checksum(state)
+    record = {"sha256": state_checksum(state), "structure": structure_signature(state)}
     manager.save(step, args=ocp.args.StandardSave(state), force=True)
     if jax.process_index() == 0:
         path = os.path.join(_workdir(manager), CHECKSUMS)
         sums = run_files.read_json(path) or {}
-        sums[str(step)] = checksum
+        sums[str(step)] = record
         keep = {str(s) for s in manager.all_steps()} | {str(step)}
         run_files.write_json_atomic(path, {k: v for k, v in sums.items() if k in keep})
     if wait:
@@ -92,6 +102,33 @@ def _verify(state, expected: str | None) -> str | None:
         if np.issubdtype(np.asarray(jax.device_get(x)).dtype, np.floating)
     )
     return None if finite else "it holds non-finite values (and was saved without a checksum)"
+
+
+@contextlib.contextmanager
+def _quiet_unraisable():
+    """Swallow the "Exception ignored in <coroutine>" reports of Orbax's other reads of a damaged step.
+
+    When one array of a step cannot be read, the restore raises and its sibling reads fail in
+    coroutines that Python reports on stderr, one screenful each; the step is reported once by
+    :func:`set_aside` instead. Other unraisable exceptions are passed on.
+    """
+    previous = sys.unraisablehook
+
+    def hook(info):
+        obj = getattr(info, "object", None)
+        code = getattr(obj, "cr_code", None) or getattr(obj, "__code__", None)
+        origin = getattr(code, "co_filename", "") or ""
+        message = str(getattr(info, "exc_value", ""))
+        if "orbax" in origin or "tensorstore" in origin.lower() or "Event loop is closed" in message:
+            return
+        previous(info)
+
+    sys.unraisablehook = hook
+    try:
+        yield
+    finally:
+        gc.collect()  # finalise the failed coroutines while the hook is in place
+        sys.unraisablehook = previous
 
 
 def set_aside(workdir: str, step: int, reason: str) -> str:
@@ -122,14 +159,23 @@ def restore_latest_good(manager: ocp.CheckpointManager, init_state, max_to_keep:
         return manager, init_state, None
     sums = run_files.read_json(os.path.join(workdir, CHECKSUMS)) or {}
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, init_state)
+    signature = structure_signature(init_state)
     damaged = []
     for step in steps:
+        record = sums.get(str(step)) or {}
+        if record.get("structure") not in (None, signature):
+            # Not damage: the config builds another state (model, algorithm) than the one saved.
+            raise CheckpointError(
+                f"checkpoint step {step} in {manager.directory} holds a state of another structure than this "
+                "config's (a different model or algorithm); use a new --workdir for this config"
+            )
         try:
-            state = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+            with _quiet_unraisable():
+                state = manager.restore(step, args=ocp.args.StandardRestore(abstract))
         except Exception as e:  # noqa: BLE001 - any read failure means this step is unusable
             reason = f"it cannot be read: {type(e).__name__}: {str(e).splitlines()[0][:160]}"
         else:
-            reason = _verify(state, sums.get(str(step)))
+            reason = _verify(state, record.get("sha256"))
             if reason is None:
                 if damaged:
                     manager.close()

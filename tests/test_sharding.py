@@ -75,13 +75,14 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_two_processes_match_one_process_with_four_devices(tmp_path):
+def _two_processes(workdir, *extra):
+    """Run tests/multiprocess_worker.py as 2 processes × 2 CPU devices; returns (returncodes, outputs)."""
     port = _free_port()
     worker = os.path.join(os.path.dirname(__file__), "multiprocess_worker.py")
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
     procs = [
         subprocess.Popen(
-            [sys.executable, worker, str(port), "2", str(i), str(tmp_path / "mp")],
+            [sys.executable, worker, str(port), "2", str(i), str(workdir), *extra],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -90,8 +91,13 @@ def test_two_processes_match_one_process_with_four_devices(tmp_path):
         for i in range(2)
     ]
     outputs = [p.communicate(timeout=300)[0] for p in procs]
-    for p, out in zip(procs, outputs, strict=True):
-        assert p.returncode == 0, out[-3000:]
+    return [p.returncode for p in procs], outputs
+
+
+def test_two_processes_match_one_process_with_four_devices(tmp_path):
+    codes, outputs = _two_processes(tmp_path / "mp")
+    for rc, out in zip(codes, outputs, strict=True):
+        assert rc == 0, out[-3000:]
     assert all("devices 4 local 2 steps 3" in out for out in outputs), [o[-500:] for o in outputs]
     # Checkpoint written once, at step 3, and restorable; results and logs from process 0 only.
     assert sorted(os.listdir(tmp_path / "mp" / "checkpoints")) == ["3"]
@@ -110,3 +116,25 @@ def test_two_processes_match_one_process_with_four_devices(tmp_path):
     print(f"2 processes x 2 devices vs 1 process x 4 devices: max relative difference {rel:.2e}")
     assert rel < 1e-5
     chex.assert_trees_all_equal(int(multi.step), 3)
+
+
+def test_sigterm_on_one_of_two_processes_stops_both_at_one_step(tmp_path):
+    """Preemption reaching one host: both agree on the step, save one checkpoint, exit 75; the rerun
+    resumes and ends bitwise equal to an uninterrupted 2-process run."""
+    from jdtp import preemption
+
+    codes, outputs = _two_processes(tmp_path / "pre", "1:1")  # only process 1, after step 1
+    assert codes == [preemption.EXIT_CODE] * 2, [o[-2000:] for o in outputs]
+    assert all("steps 1 preempted True" in out for out in outputs), [o[-500:] for o in outputs]
+    assert sorted(os.listdir(tmp_path / "pre" / "checkpoints")) == ["1"]
+    assert not os.path.exists(tmp_path / "pre" / "results.json")
+    codes, outputs = _two_processes(tmp_path / "pre")
+    assert codes == [0, 0], [o[-2000:] for o in outputs]
+    codes, outputs = _two_processes(tmp_path / "straight")
+    assert codes == [0, 0], [o[-2000:] for o in outputs]
+    config = tiny_config(num_train_steps=3, mesh_devices=4, checkpoint_every_steps=3, gmp_every_steps=0)
+    like = abstract_state(config)
+    resumed, step_a = _restore(str(tmp_path / "pre"), like)
+    straight, step_b = _restore(str(tmp_path / "straight"), like)
+    assert step_a == step_b == 3
+    chex.assert_trees_all_equal(jax.device_get(resumed), jax.device_get(straight))

@@ -146,3 +146,65 @@ def test_orbax_checkpoint_is_readable_without_jdtp(tmp_path):
     with ocp.CheckpointManager(str(tmp_path / "checkpoints")) as m:
         raw = m.restore(2)
     assert int(np.asarray(raw["default"]["step"] if "default" in raw else raw["step"])) == 2
+
+
+def _tb_events(directory):
+    """(wall_time, step, kind, tag) of every event in the TensorBoard files (TFRecord framing)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    out = []
+    for name in sorted(os.listdir(directory)):
+        with open(os.path.join(directory, name), "rb") as f:
+            data = f.read()
+        pos = 0
+        while pos + 12 <= len(data):
+            (length,) = struct.unpack("<Q", data[pos : pos + 8])
+            event = event_pb2.Event.FromString(data[pos + 12 : pos + 12 + length])
+            pos += 12 + length + 4
+            if event.HasField("session_log"):
+                out.append((name, event.step, "session_log", event.session_log.status))
+            for v in event.summary.value:
+                out.append((name, event.step, "scalar", v.tag))
+    return out
+
+
+def test_resume_counts_wall_time_of_all_segments_and_purges_tensorboard(tmp_path):
+    config = tiny_config()
+
+    def sigterm_at_2(step, state):
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    first = train.train_and_evaluate(config, str(tmp_path), callbacks=[sigterm_at_2])
+    assert first["preempted"] and not (tmp_path / "results.json").exists()
+    second = train.train_and_evaluate(config, str(tmp_path))
+    assert (
+        second["complete"]
+        and second["wall_time_s"] > second["segment_wall_time_s"] + 0.5 * first["wall_time_s"]
+    )
+    saved = json.load(open(tmp_path / "results.json"))
+    assert saved["wall_time_s"] == second["wall_time_s"] and saved["hardware"]["backend"] == "cpu"
+    assert (tmp_path / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # TensorBoard: the resumed writer starts with a purge marker at the first redone step, so
+    # readers drop the first segment's events after the checkpoint (no duplicate steps).
+    events = _tb_events(str(tmp_path / "tensorboard"))
+    files = sorted({e[0] for e in events})
+    assert len(files) == 2
+    starts = [e for e in events if e[0] == files[1] and e[2] == "session_log"]
+    assert starts and starts[0][1] == 3 and starts[0][3] == 1  # SessionLog.START at step 3
+
+
+def test_another_algorithm_in_a_workdir_stops_with_one_line(tmp_path):
+    train.train_and_evaluate(tiny_config(num_train_steps=2), str(tmp_path))
+    bp = tiny_config("bp", num_train_steps=2)
+    with pytest.raises(
+        config_base.ConfigError, match=r"holds a run with another config \(algorithm: dtp -> bp"
+    ):
+        train.train_and_evaluate(bp, str(tmp_path))
+    bp.allow_config_change = True
+    bp.num_train_steps = 4
+    with pytest.raises(checkpointing.CheckpointError, match="another structure"):
+        train.train_and_evaluate(bp, str(tmp_path))
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2"]  # nothing was moved or deleted
