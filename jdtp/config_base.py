@@ -123,7 +123,8 @@ def set_dotted(config: ml_collections.ConfigDict, dotted: str, value: Any) -> No
     node[leaf] = value
 
 
-COMMON_VARIANTS = ("bp", "vanilla_dtp", "tp", "smoke", "gpu", "tpu")
+ALGORITHM_VARIANTS = ("bp", "vanilla_dtp", "tp", "parallel_dtp")
+COMMON_VARIANTS = (*ALGORITHM_VARIANTS, "smoke", "gpu", "tpu")
 
 
 def apply_common_variants(
@@ -139,6 +140,8 @@ def apply_common_variants(
       baseline's own values as dotted keys, e.g. ``{'optim.lr': 0.03, 'data.batch_size': 193}``.
     - ``vanilla_dtp`` / ``tp``: the untuned baselines of spec §8.2 with the
       experiment's DTP per-layer lists and β, and forward lr 1e-3.
+    - ``parallel_dtp``: the reference's ParallelDTP (spec §8.1) with the experiment's β and σ
+      and its own Adam settings (lr 3e-4, coupled wd 1e-4, 10 noise samples per example).
     - ``smoke``: the same experiment shrunk to seconds on a CPU: synthetic data
       with the real shapes, tiny batch, a few steps (and the algorithm's own
       shrinking, e.g. 2 feedback iterations per layer).
@@ -156,15 +159,17 @@ def apply_common_variants(
     allowed = {*COMMON_VARIANTS, *known}
     unknown = variants - allowed
     cc.check(not unknown, f"unknown config variant(s) {sorted(unknown)}; this file knows {sorted(allowed)}")
-    chosen = variants & {"bp", "vanilla_dtp", "tp"}
+    chosen = variants & set(ALGORITHM_VARIANTS)
     cc.check(len(chosen) <= 1, f"config variants {sorted(chosen)} each choose an algorithm; pick one")
     if "bp" in variants:
         algorithms.switch(config, "bp")
         for dotted, value in (bp or {}).items():
             set_dotted(config, dotted, value)
-    for name in chosen - {"bp"}:
+    for name in chosen & {"vanilla_dtp", "tp"}:
         algorithms.switch(config, name)  # copies the shared per-layer keys from the DTP section
         config.optim.lr = 1e-3  # spec §8.2: "Hparams not tuned"
+    if "parallel_dtp" in chosen:
+        algorithms.switch(config, "parallel_dtp")  # β, σ and the unpool mode from the DTP section
     if variants & {"gpu", "tpu"}:
         config.model.conv_impl = "xla"
         config.matmul_precision = "highest"

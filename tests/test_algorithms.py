@@ -22,11 +22,12 @@ LEARNS = {
     "vanilla_dtp": {"optim.lr": 0.05, "vanilla_dtp.fb_lr": (1e-3, 1e-3, 1e-3)},
     "bp": {"optim.lr": 0.05},
     "ddtp": {"ddtp.target_stepsize": 0.5, "ddtp.lr": (3e-3,) * 4},
+    "parallel_dtp": {"parallel_dtp.fwd_lr": 3e-3, "parallel_dtp.fb_lr": 1e-3},
 }
 
 
 def test_registry_has_the_built_in_algorithms():
-    assert set(ALL) >= {"dtp", "vanilla_dtp", "tp", "ddtp", "bp"}
+    assert set(ALL) >= {"dtp", "vanilla_dtp", "tp", "ddtp", "bp", "parallel_dtp"}
     with pytest.raises(config_base.ConfigError, match=r"config.algorithm='nope', expected one of"):
         algorithms.get("nope")
 

@@ -64,8 +64,9 @@ def add_sections(config: ml_collections.ConfigDict, name: str) -> None:
 def switch(config: ml_collections.ConfigDict, name: str) -> None:
     """Make ``config`` a config of algorithm ``name``: drop sections it does not use, add its own.
 
-    Keys that the old and the new algorithm's main sections share (e.g. the
-    per-layer lists of ``dtp`` and ``vanilla_dtp``) are carried over.
+    Keys that the old and the new algorithm's main sections share with the same meaning (same
+    name and kind of value, e.g. the per-layer lists of ``dtp`` and ``vanilla_dtp``) are carried
+    over; a key that is a list in one and a number in the other (``fb_lr`` of ``parallel_dtp``) is not.
     """
     old = get(config.algorithm)
     new = get(name)
@@ -78,8 +79,26 @@ def switch(config: ml_collections.ConfigDict, name: str) -> None:
     add_sections(config, name)
     if name in config:
         for k, v in carried.items():
-            if k in config[name]:
+            if k in config[name] and _same_kind(config[name][k], v):
                 config[name][k] = v
+
+
+def _same_kind(a, b) -> bool:
+    seq = (tuple, list)
+    if isinstance(a, seq) or isinstance(b, seq):
+        return isinstance(a, seq) and isinstance(b, seq)
+    return (
+        a is None
+        or b is None
+        or isinstance(a, type(b))
+        or isinstance(b, type(a))
+        or (
+            isinstance(a, int | float)
+            and isinstance(b, int | float)
+            and not isinstance(a, bool)
+            and not isinstance(b, bool)
+        )
+    )
 
 
 def check_sections(config: ml_collections.ConfigDict) -> None:
@@ -107,4 +126,4 @@ def create(config: ml_collections.ConfigDict, net, steps_per_epoch: int) -> Algo
 
 
 # Built-in algorithms (importing a module registers it).
-from jdtp.algorithms import bp, ddtp, dtp, vanilla  # noqa: E402, F401
+from jdtp.algorithms import bp, ddtp, dtp, parallel_dtp, vanilla  # noqa: E402, F401
