@@ -310,6 +310,9 @@ def make_fb_optimizers(fb_lrs, momentum: float = 0.9) -> tuple[optax.GradientTra
     return tuple(optax.sgd(float(lr), momentum=momentum) for lr in fb_lrs)
 
 
+FEEDBACK_MODES = ("sequential", "concurrent")
+
+
 def train_feedback(
     net: nets.Network,
     fwd_params,
@@ -323,8 +326,22 @@ def train_feedback(
     num_fb_iters,
     layer_value_and_grad,
     unroll: int = 1,
+    mode: str = "sequential",
 ):
-    """Train every G^n, n = 1 … N−1 (bottom to top), for its K_n iterations.
+    """Train every G^n, n = 1 … N−1, for its K_n iterations.
+
+    G^n's iterations depend only on s^n, s^{n+1}, F^n's weights, G^n and its key, so the layers
+    need not wait for each other (paper §4.1, "the parallelism allowed by our layer-wise feedback
+    weight training"):
+
+    * ``'sequential'``: one ``lax.scan`` per layer, bottom to top (ΣK_n loop iterations);
+    * ``'concurrent'``: one ``lax.scan`` over max K_n in which every layer takes its iteration k,
+      a layer that has done its K_n skipping the rest through ``lax.cond`` (which runs one branch:
+      no wasted work). max K_n sequential iterations, which bounds the step time on accelerators
+      where each iteration is a few small kernels.
+
+    Both draw iteration k of layer n from ``split(fold_in(key, n), K_n)[k]``, so they give the same
+    parameters (equal to float32 rounding: XLA may fuse the two loop bodies differently).
 
     Args:
       net: the network.
@@ -334,32 +351,79 @@ def train_feedback(
       fb_txs: optimizer per trainable G^n.
       s: activations ``(s^0, …, s^N)`` of the batch (computed once, spec §1.1).
       aux: F^n's clean aux (pool indices) per block.
-      key: PRNG key; layer n draws from ``fold_in(key, n)``, split over its K_n iterations.
+      key: PRNG key.
       num_fb_iters: K_n per trainable G^n.
       layer_value_and_grad: ``(n, f_params, x, y, aux_n) -> ((g, key) -> (loss, grads))``,
         the layer's feedback loss on this batch (e.g. :func:`ldrl_layer_value_and_grad`).
       unroll: ``lax.scan`` unroll factor.
+      mode: ``'sequential'`` or ``'concurrent'``.
 
     Returns:
       ``(fb_params, fb_opt_states, losses)`` where ``losses[n-1]`` is the
       ``[K_n]`` vector of per-iteration losses of G^n.
     """
-    fb_params, new_states, losses = list(fb_params), [], []
+    if mode not in FEEDBACK_MODES:
+        raise ValueError(f"unknown feedback mode {mode!r}; expected one of {FEEDBACK_MODES}")
     s = jax.lax.stop_gradient(s)
-    for n in range(1, net.num_blocks):
-        j = n - 1
-        value_and_grad = layer_value_and_grad(n, fwd_params[n], s[n], s[n + 1], aux[n])
-        g, state, layer_losses = scan_optimize(
-            value_and_grad,
-            fb_params[n],
-            fb_opt_states[j],
-            fb_txs[j],
-            jax.random.fold_in(key, n),
-            int(num_fb_iters[j]),
-            unroll=unroll,
-            returns_grad=True,
-        )
-        fb_params[n] = g
-        new_states.append(state)
-        losses.append(layer_losses)
-    return tuple(fb_params), tuple(new_states), tuple(losses)
+    layers = range(1, net.num_blocks)
+    vgs = [layer_value_and_grad(n, fwd_params[n], s[n], s[n + 1], aux[n]) for n in layers]
+    iters = [int(num_fb_iters[n - 1]) for n in layers]
+    keys = [jax.random.fold_in(key, n) for n in layers]
+    if mode == "sequential":
+        fb_params, new_states, losses = list(fb_params), [], []
+        for j, n in enumerate(layers):
+            g, state, layer_losses = scan_optimize(
+                vgs[j],
+                fb_params[n],
+                fb_opt_states[j],
+                fb_txs[j],
+                keys[j],
+                iters[j],
+                unroll=unroll,
+                returns_grad=True,
+            )
+            fb_params[n] = g
+            new_states.append(state)
+            losses.append(layer_losses)
+        return tuple(fb_params), tuple(new_states), tuple(losses)
+
+    k_max = max(iters)
+    # Iteration keys of every layer, padded to max K (the padding is never used: cond skips it).
+    key_table = jnp.stack(
+        [
+            jnp.concatenate([jax.random.split(k, K), jax.random.split(k, k_max - K)])
+            if K < k_max
+            else jax.random.split(k, K)
+            for k, K in zip(keys, iters, strict=True)
+        ],
+        axis=1,
+    )  # [k_max, layers]
+
+    def body(carry, inputs):
+        k, step_keys = inputs
+        params, states = carry
+        new_params, new_states, losses = [], [], []
+        for j in range(len(vgs)):
+
+            def step(p, st, kk, j=j):
+                loss, grads = vgs[j](p, kk)
+                updates, st = fb_txs[j].update(grads, st, p)
+                return optax.apply_updates(p, updates), st, loss
+
+            def skip(p, st, kk):
+                del kk
+                return p, st, jnp.zeros((), jax.tree.leaves(p)[0].dtype)
+
+            if iters[j] == k_max:
+                p, st, loss = step(params[j], states[j], step_keys[j])
+            else:
+                p, st, loss = jax.lax.cond(k < iters[j], step, skip, params[j], states[j], step_keys[j])
+            new_params.append(p)
+            new_states.append(st)
+            losses.append(loss)
+        return (tuple(new_params), tuple(new_states)), jnp.stack(losses)
+
+    carry = (tuple(fb_params[n] for n in layers), tuple(fb_opt_states))
+    (params, states), all_losses = jax.lax.scan(body, carry, (jnp.arange(k_max), key_table), unroll=unroll)
+    new_fb = (fb_params[0], *params)
+    return new_fb, tuple(states), tuple(all_losses[:K, j] for j, K in enumerate(iters))

@@ -105,3 +105,16 @@ def test_gmp_update_is_the_dtp_update_at_gmp_beta():
     assert nudge == 0.01
     chex.assert_trees_all_close(update, ref)
     assert algorithms.make_gmp_fn(algo) is not None
+
+
+@pytest.mark.parametrize("name", ["dtp", "vanilla_dtp"])
+def test_concurrent_mode_step_equals_sequential_step(name):
+    batch = {"image": jax.random.normal(jax.random.key(1), (4, 16, 16, 3)), "label": jnp.array([0, 1, 2, 3])}
+    out = {}
+    for mode in ("sequential", "concurrent"):
+        algo = build_algorithm(
+            tiny_config(name, **{f"{name}.feedback_mode": mode, f"{name}.num_fb_iters": K})
+        )
+        step = algorithms.make_train_steps(algo, donate=False)["train"]
+        out[mode], _ = step(algo.init_state(jax.random.key(0)), batch, jax.random.key(3))
+    chex.assert_trees_all_close(out["concurrent"], out["sequential"], rtol=1e-5, atol=1e-7)

@@ -323,3 +323,62 @@ def test_reconstruction_training_inverts_an_invertible_linear_layer():
     # Row-vector convention: G(F(x)) = x W V, so V = W⁻¹.
     np.testing.assert_allclose(np.asarray(g["kernel"]), np.linalg.inv(np.asarray(f["kernel"])), atol=0.05)
     assert float(losses[-1]) < 0.05 * float(losses[0])
+
+
+@pytest.mark.parametrize("arch", ["lenet", "simple_vgg"])
+def test_concurrent_feedback_mode_equals_sequential(arch):
+    """Same keys, same numbers: one loop over max K_n with skipped iterations = one loop per layer."""
+    net = (
+        nets.lenet(channels=(4, 8), hidden=16)
+        if arch == "lenet"
+        else nets.simple_vgg(channels=(4, 4, 8, 8, 8))
+    )
+    fwd, fb = nets.init_params(jax.random.key(0), net)
+    s, aux = tg.forward_pass(net, fwd, jax.random.normal(jax.random.key(1), (3, 32, 32, 3)))
+    n = net.num_trainable_fb
+    iters = (3, 1, 4, 2, 4)[:n]
+    txs = feedback.make_fb_optimizers([0.01 * (j + 1) for j in range(n)])
+    states = tuple(tx.init(fb[j + 1]) for j, tx in enumerate(txs))
+
+    def layer_vg(m, f, x, y, a):
+        return feedback.ldrl_layer_value_and_grad(net.blocks[m], f, x, y, a, sigma=0.1 * m)
+
+    out = {
+        mode: jax.jit(
+            lambda fb_, st_, mode=mode: feedback.train_feedback(
+                net,
+                fwd,
+                fb_,
+                st_,
+                txs,
+                s,
+                aux,
+                jax.random.key(2),
+                num_fb_iters=iters,
+                layer_value_and_grad=layer_vg,
+                mode=mode,
+            )
+        )(fb, states)
+        for mode in feedback.FEEDBACK_MODES
+    }
+    seq, con = out["sequential"], out["concurrent"]
+    chex.assert_trees_all_close(con[0], seq[0], rtol=1e-5, atol=1e-7)
+    chex.assert_trees_all_close(con[1], seq[1], rtol=1e-5, atol=1e-7)
+    assert [l.shape for l in con[2]] == [(k,) for k in iters]
+    chex.assert_trees_all_close(con[2], seq[2], rtol=1e-5, atol=1e-6)
+    for j in range(n):  # every layer really trained
+        assert not np.allclose(seq[0][j + 1]["kernel"], fb[j + 1]["kernel"])
+    with pytest.raises(ValueError, match="feedback mode"):
+        feedback.train_feedback(
+            net,
+            fwd,
+            fb,
+            states,
+            txs,
+            s,
+            aux,
+            jax.random.key(2),
+            num_fb_iters=iters,
+            layer_value_and_grad=layer_vg,
+            mode="x",
+        )

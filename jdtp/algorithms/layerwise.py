@@ -40,6 +40,9 @@ def section_defaults() -> ml_collections.ConfigDict:
     c.fb_momentum = 0.9
     c.unpool_mode = "set"  # 'set' (reference) or 'add' (exact transpose of max-pool)
     c.unroll = 1  # lax.scan unroll of the K feedback iterations
+    # 'sequential' (one loop per layer) or 'concurrent' (one loop over max K_n for all layers;
+    # the same numbers, jdtp.feedback.train_feedback)
+    c.feedback_mode = "sequential"
     c.gmp_beta = 0.005  # β of the logged angle between the update / β and the BP gradient (paper Fig. 4)
     return c
 
@@ -56,6 +59,7 @@ class LayerwiseHParams:
     unpool_mode: str
     unroll: int
     gmp_beta: float
+    feedback_mode: str = "sequential"
 
 
 def parse_section(section: ml_collections.ConfigDict, prefix: str, net: nets.Network) -> LayerwiseHParams:
@@ -81,6 +85,7 @@ def parse_section(section: ml_collections.ConfigDict, prefix: str, net: nets.Net
     cc.check_one_of(f"{prefix}.unpool_mode", section.unpool_mode, pooling.UNPOOL_MODES)
     cc.check(section.unroll >= 1, f"{prefix}.unroll={section.unroll}, expected >= 1")
     cc.check(section.gmp_beta > 0, f"{prefix}.gmp_beta={section.gmp_beta}, expected > 0")
+    cc.check_one_of(f"{prefix}.feedback_mode", section.feedback_mode, feedback.FEEDBACK_MODES)
     return LayerwiseHParams(
         beta=float(section.beta),
         noise_scale=tuple(float(v) for v in lists["noise_scale"]),
@@ -90,6 +95,7 @@ def parse_section(section: ml_collections.ConfigDict, prefix: str, net: nets.Net
         unpool_mode=section.unpool_mode,
         unroll=int(section.unroll),
         gmp_beta=float(section.gmp_beta),
+        feedback_mode=section.feedback_mode,
     )
 
 
@@ -153,6 +159,7 @@ class LayerwiseAlgorithm(base.Algorithm):
             num_fb_iters=self.hp.num_fb_iters,
             layer_value_and_grad=self.layer_value_and_grad,
             unroll=self.hp.unroll,
+            mode=self.hp.feedback_mode,
         )
 
     def update(self, state, x, labels, key, *, phase):
