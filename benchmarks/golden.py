@@ -95,7 +95,8 @@ def compare(a_dir: str, b_dir: str) -> None:
         )
         only = sorted(set(a.files) ^ set(b.files))
         ma, mb = _metrics(a_path[:-4] + ".json"), _metrics(b_path[:-4] + ".json")
-        mworst = max((abs(ma[k] - mb[k]) / max(abs(ma[k]), 1e-6) for k in ma.keys() & mb.keys()), default=0.0)
+        # relative for large values, absolute below 1 (angles near 0°, losses near 0)
+        mworst = max((abs(ma[k] - mb[k]) / max(abs(ma[k]), 1.0) for k in ma.keys() & mb.keys()), default=0.0)
         monly = sorted({k[1] for k in ma.keys() ^ mb.keys()})
         print(
             f"{name:14s} params max rel diff {worst:.2e}, metrics max rel diff {mworst:.2e}"

@@ -229,7 +229,9 @@ class ConvBlock(LinearFeedbackBlock):
         return (self.pool.out_size(h), self.pool.out_size(w), c)
 
     def forward(self, params, x):
-        h = convs.conv(x, params["kernel"], self.stride, self.padding, self.conv_impl)
+        # F's convolution is differentiated only outside loops (forward update, BP): its fastest
+        # kernel gradient there differs from the loop-safe one G's convolutions use.
+        h = convs.conv(x, params["kernel"], self.stride, self.padding, convs.outer_impl(self.conv_impl))
         if self.use_bias:
             h = h + params["bias"]
         h = activation_fn(self.activation)(h)

@@ -97,6 +97,47 @@ def _mixed_conv_bwd(stride, padding, res, ct):
 _mixed_conv.defvjp(_mixed_conv_fwd, _mixed_conv_bwd)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _outer_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
+    return _xla_conv(x, kernel, stride, padding)
+
+
+def _outer_conv_bwd(stride, padding, res, ct):
+    x, kernel = res
+    dx = conv_transpose(ct, kernel, stride, padding, x.shape[1:3], "mixed")
+    dk = conv_kernel_grad(x, ct, kernel.shape[0], stride, padding, _outer_kernel_grad_impl(x, kernel))
+    return dx, dk
+
+
+def _outer_kernel_grad_impl(x: jax.Array, kernel: jax.Array) -> str:
+    """The fastest kernel gradient *outside* loops, by shape (benchmarks/NOTES.md, third round).
+
+    Measured on the 2-core CPU: im2col for very thin inputs (k²·C_in ≤ 32: SimpleVGG's conv_0,
+    13 ms against 67 ms for XLA's), row patches for wide inputs on large planes (C_in ≥ 64 and
+    ≥ 256 pixels: SimpleVGG's conv_1, 150 ms against 198 ms), XLA's own kernel gradient otherwise
+    (LeNet's conv_1: 21 ms against 83 ms for row patches). Inside a ``lax.scan`` body XLA's kernel
+    gradient is 100-600× slower, which is why G's convolutions keep ``'mixed'``.
+    """
+    k, _, cin, _ = kernel.shape
+    if k * k * cin <= 32:
+        return "im2col"
+    if cin >= 64 and x.shape[1] * x.shape[2] >= 256:
+        return "mixed"
+    return "xla"
+
+
+def outer_impl(impl: str) -> str:
+    """The implementation for convolutions differentiated outside loops (F's forward blocks).
+
+    ``'mixed'`` becomes ``'mixed_outer'``: the same forward and input gradient, with the kernel
+    gradient of :func:`_outer_kernel_grad_impl`; other implementations are unchanged.
+    """
+    return "mixed_outer" if impl == "mixed" else impl
+
+
+_outer_conv.defvjp(_mixed_conv_fwd, _outer_conv_bwd)
+
+
 def conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int, impl: str = "xla") -> jax.Array:
     """Cross-correlation as ``nn.Conv2d``: ``x [B,H,W,Cin]``, ``kernel [k,k,Cin,Cout]``.
 
@@ -104,8 +145,10 @@ def conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int, impl: str =
     explicit patches; ``'mixed'`` runs XLA's convolution with patch-product
     kernel gradients under reverse-mode autodiff (see :func:`resolve_conv_impl`).
     """
-    if impl == "mixed" and x.shape[1] * x.shape[2] < MIXED_MIN_XLA_PIXELS:
+    if impl in ("mixed", "mixed_outer") and x.shape[1] * x.shape[2] < MIXED_MIN_XLA_PIXELS:
         impl = "im2col"
+    if impl == "mixed_outer":
+        return _outer_conv(x, kernel, stride, padding)
     if impl == "im2col":
         k, _, cin, cout = kernel.shape
         return _patches(x, k, stride, padding) @ kernel.reshape(k * k * cin, cout)

@@ -9,10 +9,12 @@ explicitly rather than kept in hidden state.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 UnpoolMode = Literal["set", "add"]
@@ -54,8 +56,17 @@ def max_pool_with_indices(x: jax.Array, pool: Pool) -> tuple[jax.Array, jax.Arra
       ``(out, idx)``, both ``[batch, H_out, W_out, C]``; ``idx`` holds the flat
       position ``row * W + col`` of each maximum in the *unpadded* H×W plane.
       Ties go to the first maximum in row-major window order and padding counts
-      as −∞, as in ``torch.nn.MaxPool2d``.
+      as −∞, as in ``torch.nn.MaxPool2d``. Derivatives pass through the selected
+      maxima (:func:`_pool_jvp`); the reverse mode is the ``add`` unpool of the
+      cotangent, without XLA's ``select_and_scatter`` (≈ 6× slower on CPU).
     """
+    out, local = _pool_with_local(x, pool)
+    return out, _flat_from_local(local, pool, x.shape[2])
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _pool_with_local(x: jax.Array, pool: Pool) -> tuple[jax.Array, jax.Array]:
+    """``(max-pooled x, offset of each maximum inside its window)``."""
     _, h, w, _ = x.shape
     k, s, p = pool.window, pool.stride, pool.padding
     ho, wo = pool.out_size(h), pool.out_size(w)
@@ -67,9 +78,34 @@ def max_pool_with_indices(x: jax.Array, pool: Pool) -> tuple[jax.Array, jax.Arra
     local = jnp.zeros(out.shape, jnp.int32)
     for o, window in reversed(list(enumerate(_window_slices(xp, pool, (ho, wo))))):
         local = jnp.where(window == out, o, local)
+    return out, local
+
+
+@_pool_with_local.defjvp
+def _pool_jvp(pool, primals, tangents):
+    """The tangent of each output is the input tangent at its selected maximum.
+
+    Written as k² strided slices and selects, so that its transpose (reverse mode) is a few
+    strided pads and adds: the ``add`` unpool of the cotangent.
+    """
+    (x,), (dx,) = primals, tangents
+    out, local = _pool_with_local(x, pool)
+    p = pool.padding
+    dxp = jnp.pad(dx, ((0, 0), (p, p), (p, p), (0, 0)))
+    zero = jnp.zeros((), dx.dtype)
+    d_out = jnp.zeros(out.shape, dx.dtype)
+    for o, window in enumerate(_window_slices(dxp, pool, out.shape[1:3])):
+        d_out = d_out + jnp.where(local == o, window, zero)
+    return (out, local), (d_out, np.zeros(local.shape, jax.dtypes.float0))
+
+
+def _flat_from_local(local: jax.Array, pool: Pool, in_w: int) -> jax.Array:
+    """Flat ``row * W + col`` index in the unpadded plane from the in-window offset."""
+    _, ho, wo, _ = local.shape
+    k, s, p = pool.window, pool.stride, pool.padding
     rows = (jnp.arange(ho) * s - p)[None, :, None, None] + local // k
     cols = (jnp.arange(wo) * s - p)[None, None, :, None] + local % k
-    return out, (rows * w + cols).astype(jnp.int32)
+    return (rows * in_w + cols).astype(jnp.int32)
 
 
 def _local_from_flat(idx: jax.Array, pool: Pool, in_w: int) -> jax.Array:

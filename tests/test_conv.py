@@ -68,3 +68,20 @@ def test_conv_impls_agree_with_xla_in_jvp_vjp_and_kernel_grad(impl, k, stride, p
     chex.assert_trees_all_close(jax.grad(lambda w: jnp.vdot(ct, f(impl)(x, w)))(w), vjp[1], **tol)
     for kg_impl in ("xla", impl):
         chex.assert_trees_all_close(convs.conv_kernel_grad(x, ct, k, stride, pad, kg_impl), vjp[1], **tol)
+
+
+@pytest.mark.parametrize(
+    "hw,cin,k",
+    [(8, 2, 3), (8, 3, 5), (16, 64, 3), (8, 8, 3)],  # im2col, xla, row patches, xla branches
+)
+def test_outer_kernel_gradient_rules_agree_with_xla(hw, cin, k):
+    """F's convolutions (differentiated outside loops) pick their kernel gradient by shape."""
+    kx, kw, kc = jax.random.split(jax.random.key(4), 3)
+    x = jax.random.normal(kx, (2, hw, hw, cin))
+    w = jax.random.normal(kw, (k, k, cin, 4))
+    ct = jax.random.normal(kc, (2, hw, hw, 4))
+
+    def vjp(impl):
+        return jax.vjp(lambda x, w: convs.conv(x, w, 1, k // 2, impl), x, w)[1](ct)
+
+    chex.assert_trees_all_close(vjp(convs.outer_impl("mixed")), vjp("xla"), atol=1e-3, rtol=1e-4)

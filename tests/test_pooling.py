@@ -97,3 +97,19 @@ def test_unpool_modes_agree_for_non_overlapping_pools():
     chex.assert_trees_all_equal(a, b)
     # Unpooling the maxima puts each back where it came from.
     chex.assert_trees_all_close(jnp.where(a != 0, x, 0.0), a)
+
+
+def test_pool_jvp_matches_reduce_window():
+    """Forward mode through the custom rule (the 'jvp' L-DRL probe differentiates F's pool)."""
+    pool = pooling.Pool(3, 2, 1)
+    x = jax.random.normal(jax.random.key(0), (2, 9, 9, 3))
+    t = jax.random.normal(jax.random.key(1), x.shape)
+    _, ours = jax.jvp(lambda z: pooling.max_pool_with_indices(z, pool)[0], (x,), (t,))
+    _, ref = jax.jvp(
+        lambda z: jax.lax.reduce_window(
+            z, -jnp.inf, jax.lax.max, (1, 3, 3, 1), (1, 2, 2, 1), ((0, 0), (1, 1), (1, 1), (0, 0))
+        ),
+        (x,),
+        (t,),
+    )
+    chex.assert_trees_all_close(ours, ref, atol=1e-6)
