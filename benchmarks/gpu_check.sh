@@ -1,22 +1,21 @@
 #!/usr/bin/env bash
-# GPU benchmark of the DTP and BP train steps (LeNet and SimpleVGG on CIFAR-10 shapes).
+# GPU benchmark of the DTP and BP train steps: every architecture, both feedback modes, one table.
 #
-# Run from a checkout of the repository on a machine with an NVIDIA GPU and CUDA 12
-# drivers:
-#     bash benchmarks/gpu_check.sh            # results in results/benchmark_gpu.json
+# Run from a checkout on a machine with an NVIDIA GPU and CUDA 12 drivers:
+#     bash benchmarks/gpu_check.sh            # JSON in results/gpu_check/, the table on stdout
 #
-# It creates a virtual environment (.venv-gpu, reused when present), installs
-# jax[cuda12] and this package, checks that JAX sees a GPU, and runs jdtp.benchmark
-# with conv_impl=auto, which picks XLA's (cuDNN) convolutions off-CPU. With 3 timed
-# steps per algorithm the whole script takes a few minutes (mostly the pip install
-# and compilation).
+# Creates .venv-gpu (reused when present), installs jax[cuda12] and this package, checks that
+# JAX sees a GPU, then times (3 steps each after compilation, interleaved) the DTP step in the
+# sequential and the concurrent feedback mode and the BP step of LeNet (batch 100, the authors'),
+# SimpleVGG (batch 128) and ResNet-18 (batch 128) on CIFAR shapes, with XLA's library convolutions
+# (conv_impl=auto off-CPU). About 5-8 minutes of GPU time in all, most of it pip and compilation.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv-gpu}"
 PYTHON="${PYTHON:-python3}"
 REPEATS="${REPEATS:-3}"
-OUT="${OUT:-results/benchmark_gpu.json}"
+OUT="${OUT:-results/gpu_check}"
 
 if [[ ! -x "$VENV/bin/python" ]]; then
   "$PYTHON" -m venv "$VENV"
@@ -33,32 +32,34 @@ if backend != "gpu":
     raise SystemExit("JAX does not see a GPU: check the CUDA 12 driver and the jax[cuda12] install")
 PY
 
-mkdir -p "$(dirname "$OUT")"
-# LeNet at the issue's batch 128 and the paper's batch 100 is one run per batch size.
-"$VENV/bin/python" -m jdtp.benchmark --configs=lenet,vgg --repeats="$REPEATS" --conv_impl=auto --out="$OUT"
-"$VENV/bin/python" -m jdtp.benchmark --configs=lenet --batch_size=lenet=100 --repeats="$REPEATS" \
-  --conv_impl=auto --out="${OUT%.json}_lenet_b100.json"
+mkdir -p "$OUT"
+run() {  # name, extra flags
+  "$VENV/bin/python" -m jdtp.benchmark --configs="$1" --repeats="$REPEATS" --conv_impl=auto \
+    --feedback_mode=sequential --both_modes --out="$OUT/$2.json" "${@:3}"
+}
+run lenet lenet_b100 --batch_size=lenet=100
+run vgg vgg_b128
+if [[ -f configs/resnet18_cifar10.py ]]; then
+  run configs/resnet18_cifar10.py resnet18_b128 --batch_size=128
+fi
 
-"$VENV/bin/python" - "$OUT" "${OUT%.json}_lenet_b100.json" <<'PY'
+"$VENV/bin/python" - "$OUT"/*.json <<'PY'
 import json
 import sys
 
-rows = []
+print()
+print(f"{'device':22s} {'config':28s} {'batch':>5s} {'DTP seq s':>9s} {'DTP conc s':>10s} {'loop it. seq/conc':>17s} "
+      f"{'BP s':>8s} {'DTP img/s':>9s} {'BP img/s':>9s} {'DTP/BP':>7s} {'mem GiB':>8s}")
 for path in sys.argv[1:]:
     with open(path) as f:
         data = json.load(f)
-    env = data["environment"]
+    device = data["environment"]["device_kind"]
     for r in data["results"]:
-        rows.append((env["device_kind"], r))
-print()
-print(f"{'device':24s} {'config':6s} {'batch':>5s} {'DTP s':>8s} {'BP s':>8s} {'time ratio':>10s} "
-      f"{'FLOP ratio':>10s} {'DTP GFLOP/s':>11s} {'conv peak':>9s} {'matmul peak':>11s} {'mem GiB':>8s}")
-for device, r in rows:
-    peaks = r.get("peaks", {})
-    conv = peaks.get("largest_conv", {}).get(peaks.get("largest_conv_jdtp", ""), {}).get("gflops", float("nan"))
-    mm = peaks.get("matmul", {}).get("gflops", float("nan"))
-    mem = (r.get("device_memory") or {}).get("peak_bytes_in_use", float("nan")) / 2**30
-    print(f"{device[:24]:24s} {r['config']:6s} {r['batch_size']:5d} {r['dtp']['step_s_median']:8.3f} "
-          f"{r['bp']['step_s_median']:8.4f} {r['time_ratio_dtp_bp']:10.1f} {r['flop_ratio_dtp_bp']:10.1f} "
-          f"{r['dtp']['gflops_achieved']:11.0f} {conv:9.0f} {mm:11.0f} {mem:8.2f}")
+        seq, conc, bp = r["dtp"], r.get("dtp_concurrent", {}), r["bp"]
+        it = r["fb_loop_iterations"]
+        mem = (r.get("device_memory") or {}).get("peak_bytes_in_use", float("nan")) / 2**30
+        print(f"{device[:22]:22s} {r['config'][-28:]:28s} {r['batch_size']:5d} {seq['step_s_median']:9.3f} "
+              f"{conc.get('step_s_median', float('nan')):10.3f} {str(it['sequential']) + '/' + str(it['concurrent']):>17s} "
+              f"{bp['step_s_median']:8.4f} {seq['images_per_s']:9.0f} {bp['images_per_s']:9.0f} "
+              f"{r['time_ratio_dtp_bp']:7.1f} {mem:8.2f}")
 PY

@@ -205,13 +205,26 @@ def benchmark_config(
     measure_peaks: bool = True,
     seed: int = 0,
     matmul_n: int = 2048,
+    concurrent: bool = False,
 ) -> dict:
-    """Compile and time one DTP and one BP train step of ``config``; see the module docstring."""
+    """Compile and time one DTP and one BP train step of ``config``; see the module docstring.
+
+    With ``concurrent``, also the DTP step in the other feedback mode (``dtp.feedback_mode``), as
+    ``dtp_concurrent`` (or ``dtp_sequential``), interleaved with the others.
+    """
     b = int(config.data.batch_size)
     key = jax.random.key(seed)
     runs, algos = {}, {}
-    for algo_name in ("dtp", "bp"):
-        algo = algos[algo_name] = _algorithm(config, algo_name)
+    names = ["dtp", "bp"]
+    if concurrent:
+        other = "sequential" if config.dtp.feedback_mode == "concurrent" else "concurrent"
+        names.append(f"dtp_{other}")
+    for algo_name in names:
+        c = config
+        if algo_name.startswith("dtp_"):
+            c = ml_collections.ConfigDict(config.to_dict())
+            c.dtp.feedback_mode = algo_name.split("_", 1)[1]
+        algo = algos[algo_name] = _algorithm(c, algo_name.split("_")[0])
         net = algo.net
         images = jax.random.normal(jax.random.fold_in(key, 1), (b, *net.input_shape), jnp.float32)
         labels = jax.random.randint(jax.random.fold_in(key, 2), (b,), 0, net.num_classes)
@@ -233,7 +246,7 @@ def benchmark_config(
 
     # Interleave DTP and BP so that load from other jobs affects both alike.
     for r in range(repeats):
-        for algo_name in ("dtp", "bp"):
+        for algo_name in names:
             run = runs[algo_name]
             t0 = time.perf_counter()
             run["state"], metrics = run["compiled"](run["state"], run["batch"], jax.random.fold_in(key, r))
@@ -262,6 +275,10 @@ def benchmark_config(
         "ldrl_closed_form": closed_form,
         "conv_impls": sorted({getattr(x, "conv_impl", "") for x in net.blocks} - {""}),
         "repeats": repeats,
+        "feedback_mode": hp.feedback_mode,
+        # Sequential loop iterations of the feedback phase per step (the latency bound on devices
+        # where an iteration is a few small kernels): ΣK_n sequentially, max K_n concurrently.
+        "fb_loop_iterations": {"sequential": sum(hp.num_fb_iters), "concurrent": max(hp.num_fb_iters)},
     }
     for algo_name, run in runs.items():
         t = statistics.median(run["times"])
@@ -270,9 +287,9 @@ def benchmark_config(
             "step_s_median": t,
             "step_s_all": run["times"],
             "images_per_s": b / t,
-            "flops_analytic": flops[algo_name],
+            "flops_analytic": flops[algo_name.split("_")[0]],
             "flops_xla": _xla_flops(run["compiled"]),
-            "gflops_achieved": flops[algo_name] / t / 1e9,
+            "gflops_achieved": flops[algo_name.split("_")[0]] / t / 1e9,
             "memory_analysis": _memory_analysis(run["compiled"]),
         }
     out["dtp"]["flops_analytic_feedback"] = flops["dtp_feedback"]
@@ -319,12 +336,17 @@ def summary_line(r: dict) -> str:
     d, b = r["dtp"], r["bp"]
     frac = r.get("dtp_fraction_of_conv_peak")
     frac_s = f"{frac:.0%}" if frac is not None else "n/a"
+    other = next(
+        (k for k in r if k.startswith("dtp_") and isinstance(r[k], dict) and "step_s_median" in r[k]), None
+    )
+    extra = f" | DTP {other[4:]} {r[other]['step_s_median']:.3f} s" if other else ""
     return (
         f"{r['config']:6s} B={r['batch_size']:<4d} DTP {d['step_s_median']:8.3f} s "
         f"({d['images_per_s']:7.1f} img/s, {d['gflops_achieved']:6.1f} GFLOP/s, compile {d['compile_s']:.1f} s) | "
         f"BP {b['step_s_median']:7.3f} s ({b['gflops_achieved']:6.1f} GFLOP/s) | "
         f"time ratio {r['time_ratio_dtp_bp']:6.1f}, FLOP ratio {r['flop_ratio_dtp_bp']:6.1f}, "
         f"time/FLOP ratio {r['time_ratio_over_flop_ratio']:.2f} | DTP at {frac_s} of conv peak"
+        f" ({r['feedback_mode']}){extra}"
     )
 
 
@@ -335,6 +357,7 @@ def run(
     out: str | None = None,
     overrides: dict | None = None,
     matmul_n: int = 2048,
+    concurrent: bool = False,
 ) -> dict:
     """Benchmark each named config and optionally write JSON to ``out``.
 
@@ -352,7 +375,7 @@ def run(
         if batch_sizes and name in batch_sizes:
             config.data.batch_size = int(batch_sizes[name])
         with jax.default_matmul_precision(config.matmul_precision):
-            r = benchmark_config(name, config, repeats, matmul_n=matmul_n)
+            r = benchmark_config(name, config, repeats, matmul_n=matmul_n, concurrent=concurrent)
         logging.info("%s", summary_line(r))
         peaks = r.get("peaks", {})
         if peaks:
@@ -394,7 +417,16 @@ def main(argv):
     configs = [c for c in f.configs if c]
     overrides = {"model.conv_impl": f.conv_impl, "dtp.probe": f.probe, "dtp.unroll": f.unroll}
     overrides["dtp.ldrl_closed_form"] = f.ldrl_closed_form
-    run(configs, f.repeats, _parse_batch_sizes(f.batch_size, configs), f.out, overrides)
+    if f.feedback_mode:
+        overrides["dtp.feedback_mode"] = f.feedback_mode
+    run(
+        configs,
+        f.repeats,
+        _parse_batch_sizes(f.batch_size, configs),
+        f.out,
+        overrides,
+        concurrent=f.both_modes,
+    )
 
 
 def _define_flags():
@@ -413,6 +445,10 @@ def _define_flags():
     flags.DEFINE_bool("ldrl_closed_form", True, "Closed-form L-DRL gradient (else autodiff).")
     flags.DEFINE_string("probe", "difference", "L-DRL probe: 'difference' or 'jvp'.")
     flags.DEFINE_integer("unroll", 1, "lax.scan unroll of the L-DRL iterations.")
+    flags.DEFINE_string(
+        "feedback_mode", "", "dtp.feedback_mode: 'sequential' or 'concurrent' (default: the config's)."
+    )
+    flags.DEFINE_bool("both_modes", False, "Also time the DTP step in the other feedback mode.")
     flags.DEFINE_string("out", "results/benchmark.json", "Where to write the JSON results.")
 
 
