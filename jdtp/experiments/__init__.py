@@ -33,11 +33,11 @@ def seed_list(num_seeds: int, base: int = 123, stride: int = 1) -> list[int]:
 
 
 @functools.lru_cache(maxsize=2)
-def _load_train_split(name: str, data_dir: str) -> tuple[np.ndarray, np.ndarray]:
+def _train_source(name: str, data_dir: str):
     # Imported lazily: synthetic runs never touch the data stack.
-    from jdtp import input_pipeline
+    from jdtp import datasets
 
-    return input_pipeline.load_split(name, "train", data_dir or None)
+    return datasets.open_split(name, "train", data_dir or None)
 
 
 def single_batch(
@@ -54,7 +54,7 @@ def single_batch(
     Args:
       data: ``'synthetic'`` (i.i.d. N(0, 1) images of ``input_shape`` and
         uniform random labels) or a dataset name for
-        :func:`jdtp.input_pipeline.load_split`, whose train split is sampled
+        :func:`jdtp.datasets.open_split`, whose train split is sampled
         without replacement by the seed and normalised with mean 0.5, std 0.5.
       data_dir: TFDS data_dir for real datasets (empty: the pipeline's default).
       batch_size: B.
@@ -71,12 +71,13 @@ def single_batch(
         x = jax.random.normal(kx, (batch_size, *input_shape), dtype)
         labels = jax.random.randint(ky, (batch_size,), 0, num_classes, jnp.int32)
         return x, labels
-    images, labels = _load_train_split(data, data_dir)
-    if batch_size > len(labels):
-        raise ValueError(f"batch_size={batch_size} exceeds the {len(labels)} examples of {data}[train]")
-    pick = np.random.default_rng(seed).permutation(len(labels))[:batch_size]
-    x = (images[pick].astype(np.float32) / 255.0 - 0.5) / 0.5
-    return jnp.asarray(x, dtype), jnp.asarray(labels[pick], jnp.int32)
+    source = _train_source(data, data_dir)
+    if batch_size > len(source):
+        raise ValueError(f"batch_size={batch_size} exceeds the {len(source)} examples of {data}[train]")
+    # Only the picked rows are decoded (not the whole split).
+    images, labels = source.read(np.random.default_rng(seed).permutation(len(source))[:batch_size])
+    x = (images.astype(np.float32) / 255.0 - 0.5) / 0.5
+    return jnp.asarray(x, dtype), jnp.asarray(labels, jnp.int32)
 
 
 def num_classes_of(data: str) -> int:
