@@ -221,6 +221,18 @@ def conv_transpose(
         # with swapped kernel dimensions that runs slowly on CPU.
         flipped = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)
         return conv(y, flipped, 1, k - 1 - padding, impl)
+    if impl in ("mixed", "im2col") and k - 1 - padding >= 0:
+        # Strided: dilate y by the stride (zeros between values), pad, and correlate with the
+        # flipped kernel at stride 1. This keeps the loop-safe kernel gradient of 'mixed' (a
+        # transposed strided XLA conv would be differentiated with XLA's slow in-loop rule).
+        lo = k - 1 - padding
+        extra = [out_hw[i] - ((y.shape[1 + i] - 1) * stride - 2 * padding + k) for i in (0, 1)]
+        zero = jnp.zeros((), y.dtype)
+        dilated = lax.pad(
+            y, zero, ((0, 0, 0), (lo, lo + extra[0], stride - 1), (lo, lo + extra[1], stride - 1), (0, 0, 0))
+        )
+        flipped = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)
+        return conv(dilated, flipped, 1, 0, impl)
     b = y.shape[0]
     x_struct = jax.ShapeDtypeStruct((b, *out_hw, kernel.shape[2]), y.dtype)
     impl = "xla" if impl == "mixed" else impl  # custom_vjp functions are not transposable
