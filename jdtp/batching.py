@@ -134,16 +134,17 @@ def load_dataset(data_config: Any) -> Dataset:
       The :class:`Dataset`.
     """
     info = datasets.get_info(data_config.name, data_config)
+    stored = datasets.get_info(data_config.name, data_config, padded=False)
     fraction = float(data_config.validation_split)
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"config.data.validation_split={fraction} must be in [0, 1)")
-    open_split = functools.partial(
-        datasets.open_split,
-        info.name,
-        data_dir=data_config.data_dir,
-        download=bool(data_config.download),
-        info=info,
-    )
+
+    def open_split(split):
+        source = datasets.open_split(
+            info.name, split, data_dir=data_config.data_dir, download=bool(data_config.download), info=stored
+        )
+        return source if info.shape == stored.shape else datasets.PaddedSource(source, info.shape[0])
+
     train_source = open_split(info.train_split)
     if fraction > 0:
         train_rows, val_rows = split_validation(len(train_source), fraction)

@@ -37,6 +37,7 @@ def get_base_config(algorithm: str = "dtp", model: str = "lenet") -> ml_collecti
     c.data.batch_size = 128  # global batch, over all devices and hosts
     c.data.eval_batch_size = 512  # a multiple of common device counts
     c.data.augment = True  # flip + random crop (pad 4, edge), spec §5
+    c.data.pad_to = 0  # > 0: zero-pad the images to pad_to × pad_to (e.g. 32 for 28×28 datasets)
     c.data.validation_split = 0.0  # 0 = the paper's protocol: train on all, test on the test set
     c.data.download = True  # prepare a missing TFDS dataset (needs network and tensorflow)
     c.data.synthetic_shape = (32, 32, 3)  # only for data.name='synthetic'

@@ -158,14 +158,17 @@ DATASETS: dict[str, DatasetInfo] = {
 }
 
 
-def get_info(name: str, data_config: Any = None) -> DatasetInfo:
+def get_info(name: str, data_config: Any = None, *, padded: bool = True) -> DatasetInfo:
     """Returns the registry entry for ``name``.
 
     Args:
       name: Registry name (``config.data.name``).
       data_config: Optional ``config.data``; for ``synthetic`` its
         ``synthetic_shape``, ``synthetic_num_classes``, ``synthetic_train_size``
-        and ``synthetic_eval_size`` override the defaults.
+        and ``synthetic_eval_size`` override the defaults; ``pad_to`` > 0 makes
+        the images ``pad_to × pad_to`` (zero border, e.g. 28×28 digits for 32×32
+        networks).
+      padded: Apply ``pad_to`` to the shape (the stored images keep theirs).
 
     Returns:
       The dataset's :class:`DatasetInfo`.
@@ -189,7 +192,30 @@ def get_info(name: str, data_config: Any = None) -> DatasetInfo:
             train_size=int(data_config.synthetic_train_size),
             test_size=int(data_config.synthetic_eval_size),
         )
+    pad_to = int(getattr(data_config, "pad_to", 0) or 0) if data_config is not None else 0
+    if padded and pad_to:
+        h, w, c = info.shape
+        if pad_to < max(h, w):
+            raise ValueError(f"config.data.pad_to={pad_to} is smaller than the {h}×{w} images of {name}")
+        info = dataclasses.replace(info, shape=(pad_to, pad_to, c))
     return info
+
+
+class PaddedSource:
+    """A source whose images get a zero border up to ``size × size`` (centred, as torchvision's Pad)."""
+
+    def __init__(self, source: Any, size: int):
+        self.source, self.size = source, int(size)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def read(self, indices) -> tuple[np.ndarray, np.ndarray]:
+        images, labels = self.source.read(indices)
+        _, h, w, _ = images.shape
+        top, left = (self.size - h) // 2, (self.size - w) // 2
+        pad = ((0, 0), (top, self.size - h - top), (left, self.size - w - left), (0, 0))
+        return np.pad(images, pad), labels
 
 
 def resolve_data_dir(data_dir: str | None = None) -> str:

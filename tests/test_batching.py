@@ -291,3 +291,35 @@ def test_validation_split_gives_the_same_examples_as_the_whole_split_design():
     mask = np.concatenate([b["mask"] for b in batches]).astype(bool)
     np.testing.assert_array_equal(np.concatenate([b["image"] for b in batches])[mask], ref_images[val_rows])
     np.testing.assert_array_equal(np.concatenate([b["label"] for b in batches])[mask], ref_labels[val_rows])
+
+
+def test_pad_to_gives_centred_images_with_a_zero_border():
+    import ml_collections
+
+    from jdtp import batching, datasets
+
+    cfg = ml_collections.ConfigDict(
+        dict(
+            name="synthetic",
+            data_dir="",
+            download=False,
+            validation_split=0.0,
+            synthetic_shape=(8, 8, 1),
+            synthetic_num_classes=3,
+            synthetic_train_size=6,
+            synthetic_eval_size=4,
+            pad_to=12,
+        )
+    )
+    assert datasets.get_info("synthetic", cfg).shape == (12, 12, 1)
+    padded = batching.load_dataset(cfg)
+    cfg.pad_to = 0
+    plain = batching.load_dataset(cfg)
+    a = batching.get_train_batch(padded, 0, 2, 0)["image"]
+    b = batching.get_train_batch(plain, 0, 2, 0)["image"]
+    assert a.shape == (2, 12, 12, 1)
+    np.testing.assert_array_equal(a[:, 2:10, 2:10], b)
+    assert not a[:, :2].any() and not a[:, 10:].any()
+    cfg.pad_to = 5
+    with pytest.raises(ValueError, match="pad_to=5"):
+        datasets.get_info("synthetic", cfg)
