@@ -238,3 +238,7 @@ def build_from_config(model: ml_collections.ConfigDict, input_shape, num_classes
     """The network of a config's ``model`` section for the dataset's input shape and classes."""
     kwargs = {k: v for k, v in model.items() if k != "name"}
     return build_network(model.name, input_shape, num_classes, **kwargs)
+
+
+# Architectures defined in their own modules register themselves on import.
+from jdtp import resnet as _resnet  # noqa: E402, F401  (resnet18, resnet34)
