@@ -1,0 +1,152 @@
+"""ResNet-18 on Fashion-MNIST padded to 32×32: GMP angles per stage, and a short DTP vs BP run.
+
+    python benchmarks/resnet_fmnist.py --data_dir=/path/to/tfds --out=results/resnet_fmnist
+
+Part 1 (one batch of 64 training images, seed 0): the angle between the DTP update / β (β = 0.005)
+and the BP gradient per block (computed in float64), for feedback weights at random init, symmetric (G = F's weights)
+in the reference's inverted blocks and in the exact 'jacobian' mode, and after L-DRL pre-training
+of every G^n on the batch (``--ldrl_iters`` iterations per layer, the config's σ and lr_b), with the
+JMC angles before and after. Part 2: DTP and BP trained for ``--steps`` steps each through the run
+loop, step times and test accuracy. The width, batch and K are reduced for a 2-core CPU (flags).
+"""
+
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("data_dir", "", "TFDS data_dir holding fashion_mnist.")
+flags.DEFINE_string("out", "results/resnet_fmnist", "Output folder.")
+flags.DEFINE_integer("width", 16, "Base channels (the reference: 64).")
+flags.DEFINE_integer("batch", 64, "Batch size.")
+flags.DEFINE_integer("ldrl_iters", 200, "L-DRL pre-training iterations per layer (part 1).")
+flags.DEFINE_integer("steps", 150, "Training steps per algorithm (part 2).")
+flags.DEFINE_integer("k", 4, "Feedback iterations per layer and step in part 2 (the reference: 20-55).")
+
+
+def _config(variant=""):
+    from jdtp import config_base
+
+    path = os.path.join(os.path.dirname(__file__), "..", "configs", "resnet18_cifar10.py")
+    c = config_base.load_config_file(path, variant)
+    c.data.name, c.data.data_dir, c.data.download, c.data.pad_to = "fashion_mnist", FLAGS.data_dir, False, 32
+    c.data.batch_size = FLAGS.batch
+    c.model.width = FLAGS.width
+    return c
+
+
+def gmp_part() -> dict:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jdtp import algorithms, input_pipeline, networks, train
+    from jdtp import metrics as mt
+    from jdtp import targets as tg
+
+    out = {}
+    c = _config()
+    ds = input_pipeline.load_dataset(c.data)
+    info = input_pipeline.get_info(c.data.name, c.data)
+    batch = input_pipeline.get_train_batch(ds, 0, FLAGS.batch, 0)
+    x, labels = input_pipeline.make_eval_preprocess(info)(batch)
+    for mode in ("reference", "jacobian"):
+        c.model.feedback = mode
+        net = train.build_network(c, info)
+        fwd, fb_random = networks.init_params(jax.random.key(0), net)
+
+        def gmp(fwd, fb):
+            # In float64: at β = 0.005, t − s is a small difference of large numbers, and float32
+            # rounding alone moves the angles by a few degrees.
+            with jax.enable_x64(True):
+                f64 = lambda t: jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), t)  # noqa: E731
+                fwd, fb, x64 = f64(fwd), f64(fb), jnp.asarray(x, jnp.float64)
+                d, _ = tg.dtp_forward_grads(net, fwd, fb, x64, labels, 0.005)
+                bp, _ = tg.bp_grads(net, fwd, x64, labels)
+                exact = []  # without the reference metric's +1e-8 in the denominator (tiny norms)
+                for block, u, g in zip(net.blocks, d, bp, strict=True):
+                    a = np.concatenate([np.ravel(w) for w in block.forward_weights(u)])
+                    b = np.concatenate([np.ravel(w) for w in block.forward_weights(g)])
+                    cos = a @ b / (np.linalg.norm(a) * np.linalg.norm(b))
+                    exact.append(np.degrees(np.arccos(np.clip(cos, -1, 1))))
+                return mt.gmp_metrics(net, d, bp, 0.005)[1], mt.jmc_metrics(net, fwd, fb)[1], exact
+
+        schemes = {"random": fb_random, "symmetric": networks.symmetric_fb_params(net, fwd)}
+        if mode == "reference":
+            algo = algorithms.create(c, net, 100)
+            s, aux = tg.forward_pass(net, fwd, x)
+            k = (FLAGS.ldrl_iters,) * net.num_trainable_fb
+            t0 = time.time()
+            from jdtp import feedback
+
+            states = tuple(tx.init(fb_random[n + 1]) for n, tx in enumerate(algo.fb_txs))
+            trained, _, losses = jax.jit(
+                lambda fb, st: feedback.train_feedback(
+                    net,
+                    fwd,
+                    fb,
+                    st,
+                    algo.fb_txs,
+                    s,
+                    aux,
+                    jax.random.key(1),
+                    num_fb_iters=k,
+                    layer_value_and_grad=algo.layer_value_and_grad,
+                )
+            )(fb_random, states)
+            jax.block_until_ready(trained)
+            out["ldrl_pretrain_s"] = time.time() - t0
+            schemes["L-DRL pre-trained"] = trained
+        for name, fb in schemes.items():
+            angles, jmc, exact = gmp(fwd, fb)
+            out[f"{mode}/{name}"] = {
+                "gmp_angle": dict(zip(net.block_names, map(float, angles), strict=True)),
+                "gmp_angle_exact": dict(zip(net.block_names, map(float, exact), strict=True)),
+                "jmc_angle": dict(zip(net.block_names[1:], map(float, jmc), strict=True)),
+            }
+            print(mode, name, json.dumps(out[f"{mode}/{name}"]), flush=True)
+    return out
+
+
+def training_part() -> dict:
+    from jdtp import train
+
+    out = {}
+    for variant in ("", "bp"):
+        c = _config(variant)
+        if not variant:
+            c.dtp.num_fb_iters = (FLAGS.k,) * 5
+        c.num_train_steps = FLAGS.steps
+        c.log_every_steps = 10
+        c.gmp_every_steps = 50
+        c.checkpoint_every_steps = FLAGS.steps
+        r = train.train_and_evaluate(c, os.path.join(FLAGS.out, variant or "dtp"))
+        out[variant or "dtp"] = {
+            "steps": r["steps"],
+            "test_accuracy": r["final_test_accuracy"],
+            "step_s": r["train_loop_time_s"] / max(1, r["steps"]),
+            "wall_s": r["wall_time_s"],
+        }
+        print(variant or "dtp", json.dumps(out[variant or "dtp"]), flush=True)
+    return out
+
+
+def main(argv):
+    del argv
+    from jdtp import checkpointing, run_files
+
+    checkpointing.quiet_orbax_logs()
+    os.makedirs(FLAGS.out, exist_ok=True)
+    result = {"flags": {k: FLAGS[k].value for k in ("width", "batch", "ldrl_iters", "steps", "k")}}
+    result["gmp"] = gmp_part()
+    result["training"] = training_part()
+    run_files.write_json_atomic(os.path.join(FLAGS.out, "summary.json"), result)
+
+
+if __name__ == "__main__":
+    app.run(main)
