@@ -5,25 +5,16 @@ Command (one GPU; 90 epochs):
     python -m jdtp.main --config=configs/resnet34_cifar10.py --workdir=workdirs/resnet34_cifar10
     python -m jdtp.main --config=configs/resnet34_cifar10.py:bp --workdir=workdirs/resnet34_cifar10_bp
 
-Hyperparameters: the reference's ``DTP.HParams`` defaults, which a ResNet run in the reference
-gets (spec §3.4, §4.1): β 0.7, σ [0.4, 0.4, 0.2, 0.2, 0.08], K [20, 30, 35, 55, 20],
-lr_b [1e-4, 3.5e-4, 8e-3, 8e-3, 0.18] for G^1 … G^5 = layer_1 … layer_4, fc; lr_f 0.05,
-batch 128, 90 epochs. BP: the VGG baseline's SGD lr 0.05, wd 1e-4, cosine (spec §4.5).
-Model options: ``--config.model.feedback=adjoint|jacobian`` (jdtp/resnet.py), ``width``.
+Hyperparameters and variants: those of ``configs/resnet18_cifar10.py`` (the reference's
+``DTP.HParams`` defaults), with ResNet-34's [3, 4, 6, 3] BasicBlocks.
 """
+
+import os
 
 from jdtp import config_base
 
 
 def get_config(variant: str = ""):
-    c = config_base.get_base_config("dtp", model="resnet34")
-    c.data.name = "cifar10"
-    c.data.batch_size = 128
-    c.dtp.beta = 0.7
-    c.dtp.noise_scale = (0.4, 0.4, 0.2, 0.2, 0.08)
-    c.dtp.num_fb_iters = (20, 30, 35, 55, 20)
-    c.dtp.fb_lr = (1e-4, 3.5e-4, 8e-3, 8e-3, 0.18)
-    c.optim.lr = 0.05
-    c.num_epochs = 90
-    bp = {"optim.lr": 0.05}
-    return config_base.apply_common_variants(c, config_base.parse_variant(variant), bp)
+    c = config_base.load_config_file(os.path.join(os.path.dirname(__file__), "resnet18_cifar10.py"), variant)
+    c.model.name = "resnet34"  # the same model options as ResNet-18
+    return c

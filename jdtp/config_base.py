@@ -51,6 +51,7 @@ def get_base_config(algorithm: str = "dtp", model: str = "lenet") -> ml_collecti
     c.gmp_every_steps = 500  # angle(update, BP gradient) per layer, for algorithms with targets; 0 disables
     c.eval_every_epochs = 1
     c.eval_every_steps = 0  # also evaluate every this many steps (0: only per epoch and at the end)
+    c.evals_per_epoch = 1  # also evaluate this many times per epoch, evenly spaced (for curves)
     c.checkpoint_every_steps = 1000
     c.max_checkpoints_to_keep = 2
     c.matmul_precision = "highest"  # recorded in the run's hyperparameters

@@ -129,6 +129,7 @@ HARMLESS_KEYS = frozenset(
         "data.eval_batch_size",
         "eval_every_epochs",
         "eval_every_steps",
+        "evals_per_epoch",
         "gmp_every_steps",
         "log_every_steps",
         "max_checkpoints_to_keep",
@@ -151,13 +152,24 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def config_differences(stored: dict, current: dict) -> tuple[list[str], list[str]]:
-    """``(defining, harmless)``: the dotted keys whose values differ between two configs."""
-    a, b = (
-        flatten(json.loads(json.dumps(stored, default=str))),
-        flatten(json.loads(json.dumps(current, default=str))),
+def config_differences(
+    stored: dict, current: dict, defaults: dict | None = None
+) -> tuple[list[str], list[str]]:
+    """``(defining, harmless)``: the dotted keys whose values differ between two configs.
+
+    A key the stored config lacks but whose current value is its default (``defaults``: a config
+    with every key at its default) is not a change: it was added by a later version of jdtp.
+    """
+
+    def flat(d):
+        return flatten(json.loads(json.dumps(d, default=str)))
+
+    a, b, base = flat(stored), flat(current), flat(defaults or {})
+    changed = sorted(
+        k
+        for k in a.keys() | b.keys()
+        if a.get(k, "<absent>") != b.get(k, "<absent>") and not (k not in a and k in base and base[k] == b[k])
     )
-    changed = sorted(k for k in a.keys() | b.keys() if a.get(k, "<absent>") != b.get(k, "<absent>"))
     defining = [k for k in changed if k not in HARMLESS_KEYS]
     harmless = [k for k in changed if k in HARMLESS_KEYS]
     return defining, harmless

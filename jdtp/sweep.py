@@ -101,6 +101,29 @@ def _dotted(overrides) -> dict[str, Any]:
     return run_files.flatten(dict(overrides))
 
 
+def table1(dataset: str, seeds=(0, 1), num_epochs: int = 1) -> ml_collections.ConfigDict:
+    """The sweep of paper Table 1's LeNet rows on ``dataset`` (``mnist`` or ``fmnist``).
+
+    BP, DTP (L-DRL), s-DDTP and p-DDTP with the experiment files' hyperparameters, every run
+    evaluated four times per epoch and logging its GMP angles every 50 steps.
+    """
+    c = ml_collections.ConfigDict()
+    c.seeds = tuple(seeds)
+    c.overrides = {
+        "num_epochs": num_epochs,
+        "data": {"download": False},
+        "gmp_every_steps": 50,  # angle between each algorithm's update and the BP gradient
+        "evals_per_epoch": 4,
+    }
+    c.runs = [
+        {"label": "bp", "config": f"configs/lenet_{dataset}.py:bp"},
+        {"label": "dtp", "config": f"configs/lenet_{dataset}.py"},
+        {"label": "s-ddtp", "config": f"configs/ddtp_{dataset}.py"},
+        {"label": "p-ddtp", "config": f"configs/ddtp_{dataset}.py:p"},
+    ]
+    return c
+
+
 def load_sweep(path: str) -> ml_collections.ConfigDict:
     sweep = config_base.load_config_file(path)
     for key in ("runs", "seeds"):

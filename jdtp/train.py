@@ -172,7 +172,7 @@ def train_and_evaluate(
     stored = _check_stored_config(config, workdir)
     done = run_files.read_results(workdir)
     if done is not None and stored is not None:
-        _, harmless = run_files.config_differences(stored, config.to_dict())
+        _, harmless = run_files.config_differences(stored, config.to_dict(), _defaults(config))
         if not {"num_epochs", "num_train_steps"} & set(harmless):
             logging.info(
                 "%s already holds a complete run (%d steps, final %s accuracy %.4f): nothing to do",
@@ -203,7 +203,7 @@ def _check_stored_config(config: ml_collections.ConfigDict, workdir: str) -> dic
     stored = run_files.read_json(os.path.join(workdir, run_files.CONFIG))
     if stored is None:
         return None
-    defining, harmless = run_files.config_differences(stored, config.to_dict())
+    defining, harmless = run_files.config_differences(stored, config.to_dict(), _defaults(config))
     if defining and not config.allow_config_change:
         flat_old, flat_new = run_files.flatten(stored), run_files.flatten(config.to_dict())
         shown = ", ".join(
@@ -217,6 +217,11 @@ def _check_stored_config(config: ml_collections.ConfigDict, workdir: str) -> dic
     if defining or harmless:
         logging.warning("Config changes against %s: %s", run_files.CONFIG, ", ".join(defining + harmless))
     return stored
+
+
+def _defaults(config: ml_collections.ConfigDict) -> dict:
+    """Every key of ``config``'s algorithm and model at its default (for keys newer than a workdir)."""
+    return config_base.get_base_config(config.algorithm, model=config.model.name).to_dict()
 
 
 def _hardware() -> dict:
@@ -346,9 +351,11 @@ def _train_and_evaluate(config, workdir, callbacks, algo, ds, info, t_start):
                 end_of_epoch = step % steps_per_epoch == 0
                 epoch = step // steps_per_epoch
                 every = int(config.eval_every_steps)
+                within = max(1, steps_per_epoch // int(config.evals_per_epoch))
                 if (
                     (end_of_epoch and epoch % int(config.eval_every_epochs) == 0)
                     or (every and step % every == 0)
+                    or (config.evals_per_epoch > 1 and (step % steps_per_epoch) % within == 0)
                     or step == num_steps
                 ):
                     eval_metrics = evaluate(eval_step, state, ds, config, mesh)

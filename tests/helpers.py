@@ -71,3 +71,24 @@ def abstract_state(config):
     import jax
 
     return build_algorithm(config).init_state(jax.random.key(0))
+
+
+def data_config(**overrides):
+    """The base config's ``data`` section with ``overrides``."""
+    data = config_base.get_base_config().data
+    for k, v in overrides.items():
+        data[k] = v
+    return data
+
+
+def small_synthetic_data(**overrides):
+    """A ``data`` section of a tiny synthetic dataset (40 train, 24 eval images of 6×5×3, 4 classes)."""
+    kw = dict(
+        name="synthetic",
+        synthetic_shape=(6, 5, 3),
+        synthetic_num_classes=4,
+        synthetic_train_size=40,
+        synthetic_eval_size=24,
+    )
+    kw.update(overrides)
+    return data_config(**kw)

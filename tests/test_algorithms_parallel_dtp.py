@@ -69,7 +69,7 @@ def test_one_coupled_adam_step_for_every_layer_on_its_tiled_ldrl_loss():
 def test_forward_update_uses_the_updated_feedback_weights():
     algo, state, x, labels = _setup()
     new, _ = algo.update(state, x, labels, jax.random.key(5), phase="train")
-    grads, _ = tg.dtp_forward_grads(algo.net, state.fwd_params, new.fb_params, x, labels, algo.beta)
+    grads, _ = tg.dtp_forward_grads(algo.net, state.fwd_params, new.fb_params, x, labels, algo.hp.beta)
     updates, _ = algo.fwd_tx.update(grads, state.fwd_opt_state, state.fwd_params)
     expected = jax.tree.map(lambda p, u: p + u, state.fwd_params, updates)
     chex.assert_trees_all_close(new.fwd_params, expected, rtol=1e-5, atol=1e-7)

@@ -7,27 +7,9 @@ import chex
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from helpers import data_config, small_synthetic_data
 
-from jdtp import batching, config_base, datasets
-
-
-def _data_config(**overrides):
-    data = config_base.get_base_config().data
-    for k, v in overrides.items():
-        data[k] = v
-    return data
-
-
-def _data_config_synthetic(**overrides):
-    kw = dict(
-        name="synthetic",
-        synthetic_shape=(6, 5, 3),
-        synthetic_num_classes=4,
-        synthetic_train_size=40,
-        synthetic_eval_size=24,
-    )
-    kw.update(overrides)
-    return _data_config(**kw)
+from jdtp import batching, datasets
 
 
 def _toy_dataset(num_train=10, num_eval=7, shape=(2, 2, 1)):
@@ -134,7 +116,7 @@ def test_random_access_batches_equal_in_memory_reference_with_resume():
     n, batch_size, seed, steps = 48, 8, 7, 9  # 6 steps per epoch: crosses into epoch 1
     with tfds.testing.mock_data(num_examples=n):
         ref_images, ref_labels = _mnist_reference("train", n)
-        config = _data_config(name="mnist", data_dir="/nonexistent/tfds")
+        config = data_config(name="mnist", data_dir="/nonexistent/tfds")
         for p in range(2):
             ds = batching.load_dataset(config)
             assert ds.prefetch and ds.num_train == n
@@ -158,7 +140,7 @@ def test_random_access_batches_equal_in_memory_reference_with_resume():
 def test_read_ahead_is_the_next_step_and_never_changes_a_batch():
     n, batch_size, seed = 40, 8, 1
     with tfds.testing.mock_data(num_examples=n):
-        config = _data_config(name="mnist", data_dir="/nonexistent/tfds")
+        config = data_config(name="mnist", data_dir="/nonexistent/tfds")
         ds, plain = batching.load_dataset(config), batching.load_dataset(config)
         plain.prefetch = False
         for step in (0, 1, 2, 7, 3, 3, 4):  # in order, a jump, a step back, a repeat
@@ -175,7 +157,7 @@ def test_a_process_reads_only_its_rows(prefetch):
     local = batch_size // processes
     with tfds.testing.mock_data(num_examples=n):
         for p in range(processes):
-            ds = batching.load_dataset(_data_config(name="mnist", data_dir="/nonexistent/tfds"))
+            ds = batching.load_dataset(data_config(name="mnist", data_dir="/nonexistent/tfds"))
             ds.prefetch = prefetch
             counter = ds.train.source.data_source = _CountingSource(ds.train.source.data_source)
             assert counter.requested == []  # opening reads nothing
@@ -227,7 +209,7 @@ def test_eval_batches_per_process_concatenate_to_the_padded_eval_set(prefetch):
         ref_images, ref_labels = _mnist_reference("test", n)
         per_proc, counters = [], []
         for p in range(processes):
-            ds = batching.load_dataset(_data_config(name="mnist", data_dir="/nonexistent/tfds"))
+            ds = batching.load_dataset(data_config(name="mnist", data_dir="/nonexistent/tfds"))
             ds.prefetch = prefetch
             counters.append(_CountingSource(ds.eval.source.data_source))
             ds.eval.source.data_source = counters[-1]
@@ -252,14 +234,14 @@ def test_eval_batches_per_process_concatenate_to_the_padded_eval_set(prefetch):
 
 
 def test_validation_split_sizes():
-    ds = batching.load_dataset(_data_config_synthetic(validation_split=0.25))
+    ds = batching.load_dataset(small_synthetic_data(validation_split=0.25))
     assert (ds.num_train, ds.num_eval) == (30, 10)
     assert ds.eval_name.startswith("validation")
     train_idx, val_idx = batching.split_validation(50_000, 0.1)
     assert (len(train_idx), len(val_idx)) == (45_000, 5_000)
     np.testing.assert_array_equal(np.sort(np.concatenate([train_idx, val_idx])), np.arange(50_000))
     np.testing.assert_array_equal(batching.split_validation(50_000, 0.1)[1], val_idx)  # fixed seed
-    full = batching.load_dataset(_data_config_synthetic())
+    full = batching.load_dataset(small_synthetic_data())
     # The held-out examples are train examples, not test ones.
     full_train_images, _ = _everything(full.train)
     np.testing.assert_array_equal(
@@ -268,7 +250,7 @@ def test_validation_split_sizes():
     # The held-out subset of existing runs is fixed: values from the pipeline it replaced.
     assert [a.tolist() for a in batching.split_validation(10, 0.3)] == [[1, 2, 3, 4, 7, 8, 9], [0, 5, 6]]
     with pytest.raises(ValueError, match="validation_split"):
-        batching.load_dataset(_data_config_synthetic(validation_split=1.0))
+        batching.load_dataset(small_synthetic_data(validation_split=1.0))
 
 
 def test_validation_split_gives_the_same_examples_as_the_whole_split_design():
@@ -276,7 +258,7 @@ def test_validation_split_gives_the_same_examples_as_the_whole_split_design():
     with tfds.testing.mock_data(num_examples=n):
         ref_images, ref_labels = _mnist_reference("train", n)
         ds = batching.load_dataset(
-            _data_config(name="mnist", data_dir="/nonexistent/tfds", validation_split=fraction)
+            data_config(name="mnist", data_dir="/nonexistent/tfds", validation_split=fraction)
         )
         train_rows, val_rows = batching.split_validation(n, fraction)
         assert (ds.num_train, ds.num_eval) == (40, 10) and ds.eval_name == "validation (20% of train)"

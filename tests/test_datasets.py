@@ -6,29 +6,11 @@ import chex
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from helpers import data_config, small_synthetic_data
 
-from jdtp import batching, config_base, datasets
+from jdtp import batching, datasets
 
 TFDS_NAMES = ("mnist", "fashion_mnist", "cifar10", "imagenet32")
-
-
-def _data_config(**overrides):
-    data = config_base.get_base_config().data
-    for k, v in overrides.items():
-        data[k] = v
-    return data
-
-
-def _small_synthetic(**overrides):
-    kw = dict(
-        name="synthetic",
-        synthetic_shape=(6, 5, 3),
-        synthetic_num_classes=4,
-        synthetic_train_size=40,
-        synthetic_eval_size=24,
-    )
-    kw.update(overrides)
-    return _data_config(**kw)
 
 
 def _everything(subset):
@@ -36,7 +18,7 @@ def _everything(subset):
 
 
 def test_synthetic_shapes_determinism_and_learnability():
-    ds = batching.load_dataset(_small_synthetic())
+    ds = batching.load_dataset(small_synthetic_data())
     assert (ds.num_train, ds.num_eval) == (40, 24)
     train_images, train_labels = _everything(ds.train)
     eval_images, eval_labels = _everything(ds.eval)
@@ -46,7 +28,7 @@ def test_synthetic_shapes_determinism_and_learnability():
     assert eval_labels.dtype == np.int32
     assert set(np.unique(train_labels)) == {0, 1, 2, 3}
     assert ds.info.shape == (6, 5, 3) and ds.info.num_classes == 4 and len(ds.info.mean) == 3
-    again = batching.load_dataset(_small_synthetic())
+    again = batching.load_dataset(small_synthetic_data())
     np.testing.assert_array_equal(train_images, _everything(again.train)[0])
     np.testing.assert_array_equal(eval_labels, _everything(again.eval)[1])
     assert not np.array_equal(train_images[:24], eval_images)
@@ -111,7 +93,7 @@ def test_tfds_datasets_load_under_mock_data(name):
             np.testing.assert_array_equal(some_labels, labels[[3, 0, 3]])
             empty_images, empty_labels = opened.read([])
             chex.assert_shape([empty_images, empty_labels], [(0, *info.shape), (0,)])
-        ds = batching.load_dataset(_data_config(name=name, data_dir="/nonexistent/tfds"))
+        ds = batching.load_dataset(data_config(name=name, data_dir="/nonexistent/tfds"))
     assert (ds.num_train, ds.num_eval) == (5, 5)
     assert ds.eval_name == info.test_split
 
@@ -164,7 +146,7 @@ def test_missing_dataset_without_download(tmp_path):
     with pytest.raises(datasets.DatasetNotFoundError, match="download is False"):
         datasets.load_split("mnist", "test", data_dir=str(tmp_path), download=False)
     with pytest.raises(datasets.DatasetNotFoundError, match="download is False"):
-        batching.load_dataset(_data_config(name="mnist", data_dir=str(tmp_path), download=False))
+        batching.load_dataset(data_config(name="mnist", data_dir=str(tmp_path), download=False))
 
 
 def test_data_dir_resolution(monkeypatch):
@@ -179,4 +161,4 @@ def test_unknown_dataset_name():
     with pytest.raises(ValueError, match="imagenet64.*mnist"):
         datasets.load_split("imagenet64", "train")
     with pytest.raises(ValueError, match="config.data.name='nope'"):
-        batching.load_dataset(_data_config(name="nope"))
+        batching.load_dataset(data_config(name="nope"))

@@ -62,3 +62,12 @@ def test_complete_results_only_and_set_aside_keeps_them(tmp_path):
     assert run_files.read_results(wd)["final_test_accuracy"] == 0.5
     kept = run_files.set_aside_results(wd, 40)
     assert kept.endswith("results.step40.json") and json.load(open(kept))["complete"]
+
+
+def test_keys_added_by_a_later_version_at_their_default_are_not_a_change():
+    stored = {"seed": 0, "data": {"name": "mnist"}}
+    current = {"seed": 0, "data": {"name": "mnist", "pad_to": 0}}
+    defaults = {"seed": 0, "data": {"name": "synthetic", "pad_to": 0}}
+    assert run_files.config_differences(stored, current, defaults) == ([], [])
+    current["data"]["pad_to"] = 32
+    assert run_files.config_differences(stored, current, defaults)[0] == ["data.pad_to"]

@@ -6,26 +6,13 @@
 
 ``num_epochs`` counts epochs that train the forward weights (s-DDTP adds its 10 feedback-only
 epochs and one after each joint epoch, as its recipe has it). The paper: 40 epochs, 5 seeds.
-The defaults here are the 2-core CPU budget of docs/results (1 epoch, 2 seeds).
+The defaults here are the 2-core CPU budget of docs/results (1 epoch, 2 seeds); the runs are
+listed in :func:`jdtp.sweep.table1`.
 """
 
-import ml_collections
+from jdtp import sweep
 
 
 def get_config(variant: str = ""):
     del variant
-    c = ml_collections.ConfigDict()
-    c.seeds = (0, 1)
-    c.overrides = {
-        "num_epochs": 1,
-        "data": {"download": False},
-        "gmp_every_steps": 50,  # angle between each algorithm's update and the BP gradient
-    }
-    # eval_every_steps: about four test evaluations per epoch (each run's own steps per epoch).
-    c.runs = [
-        {"label": "bp", "config": "configs/lenet_mnist.py:bp", "overrides": {"eval_every_steps": 90}},
-        {"label": "dtp", "config": "configs/lenet_mnist.py", "overrides": {"eval_every_steps": 140}},
-        {"label": "s-ddtp", "config": "configs/ddtp_mnist.py", "overrides": {"eval_every_steps": 105}},
-        {"label": "p-ddtp", "config": "configs/ddtp_mnist.py:p", "overrides": {"eval_every_steps": 108}},
-    ]
-    return c
+    return sweep.table1("mnist")

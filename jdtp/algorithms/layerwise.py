@@ -162,6 +162,13 @@ class LayerwiseAlgorithm(base.Algorithm):
             mode=self.hp.feedback_mode,
         )
 
+    def feedback_metrics(self, fb_losses) -> dict:
+        """Per-layer feedback losses to log (``fb_loss*`` keys, one value per trainable G^n)."""
+        return {
+            "fb_loss_first": jnp.stack([l[0] for l in fb_losses]),
+            "fb_loss_last": jnp.stack([l[-1] for l in fb_losses]),
+        }
+
     def update(self, state, x, labels, key, *, phase):
         del phase
         net = self.net
@@ -178,8 +185,7 @@ class LayerwiseAlgorithm(base.Algorithm):
             "loss": targets.cross_entropy(logits, labels),
             "accuracy": mt.accuracy(logits, labels),
             "local_loss": out["loss"],
-            "fb_loss_first": jnp.stack([l[0] for l in fb_losses]),
-            "fb_loss_last": jnp.stack([l[-1] for l in fb_losses]),
+            **self.feedback_metrics(fb_losses),
             "jmc_angle": jmc_angle,
             "jmc_dist": jmc_dist,
         }
@@ -195,8 +201,8 @@ class LayerwiseAlgorithm(base.Algorithm):
     def scalars(self, metrics, phase):
         out = super().scalars(metrics, phase)
         out["train/local_loss"] = float(metrics["local_loss"])
-        out.update(base.per_layer("train/fb_loss_first", metrics["fb_loss_first"], self.fb_names))
-        out.update(base.per_layer("train/fb_loss_last", metrics["fb_loss_last"], self.fb_names))
+        for key in sorted(k for k in metrics if k.startswith("fb_loss")):
+            out.update(base.per_layer(f"train/{key}", metrics[key], self.fb_names))
         out.update(base.per_layer("jmc_angle", metrics["jmc_angle"], self.fb_names))
         out.update(base.per_layer("jmc_dist", metrics["jmc_dist"], self.fb_names))
         return out

@@ -22,14 +22,15 @@ and ``gmp_beta``. The ``:parallel_dtp`` variant takes β and σ from the experim
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
 
 from jdtp import config_checks as cc
-from jdtp import feedback, pooling, targets
-from jdtp import metrics as mt
+from jdtp import feedback, pooling
 from jdtp import networks as nets
 from jdtp.algorithms import base, layerwise, register
 
@@ -59,8 +60,21 @@ def tile(a, n: int):
     return None if a is None else jnp.repeat(a, n, axis=0)
 
 
+@dataclasses.dataclass(frozen=True)
+class ParallelHParams:
+    """What :class:`jdtp.algorithms.layerwise.LayerwiseAlgorithm`'s shared step reads."""
+
+    beta: float
+    noise_scale: tuple[float, ...]
+    num_samples: int
+    unpool_mode: str
+    gmp_beta: float
+
+
 @register
-class ParallelDTP(base.Algorithm):
+class ParallelDTP(layerwise.LayerwiseAlgorithm):
+    """The DTP family's step with one coupled-Adam feedback update for all layers (module docstring)."""
+
     name = "parallel_dtp"
     sections = ("parallel_dtp",)
 
@@ -73,7 +87,7 @@ class ParallelDTP(base.Algorithm):
         config.parallel_dtp.num_samples = min(int(config.parallel_dtp.num_samples), 2)
 
     def __init__(self, config, net, steps_per_epoch):
-        super().__init__(config, net, steps_per_epoch)
+        base.Algorithm.__init__(self, config, net, steps_per_epoch)  # its own section, no ``optim``
         s, n = config.parallel_dtp, net.num_trainable_fb
         what = f"trainable feedback block G^1..G^{n} of {net.name}"
         cc.require(s.beta, "config.parallel_dtp.beta")
@@ -81,10 +95,8 @@ class ParallelDTP(base.Algorithm):
         cc.check(
             len(tuple(s.noise_scale)) > 0, f"config.parallel_dtp.noise_scale is not set; one value per {what}"
         )
-        self.sigma = tuple(
-            float(v) for v in cc.check_per_layer("config.parallel_dtp.noise_scale", s.noise_scale, n, what)
-        )
-        cc.check_each("config.parallel_dtp.noise_scale", self.sigma, lambda v: v > 0, "> 0")
+        sigma = cc.check_per_layer("config.parallel_dtp.noise_scale", s.noise_scale, n, what)
+        cc.check_each("config.parallel_dtp.noise_scale", sigma, lambda v: v > 0, "> 0")
         cc.check(int(s.num_samples) >= 1, f"config.parallel_dtp.num_samples={s.num_samples}, expected >= 1")
         for key in ("fb_lr", "fwd_lr"):
             cc.check(s[key] > 0, f"config.parallel_dtp.{key}={s[key]}, expected > 0")
@@ -92,8 +104,13 @@ class ParallelDTP(base.Algorithm):
             cc.check(s[key] >= 0, f"config.parallel_dtp.{key}={s[key]}, expected >= 0")
         cc.check_one_of("config.parallel_dtp.unpool_mode", s.unpool_mode, pooling.UNPOOL_MODES)
         cc.check(s.gmp_beta > 0, f"config.parallel_dtp.gmp_beta={s.gmp_beta}, expected > 0")
-        self.beta, self.num_samples = float(s.beta), int(s.num_samples)
-        self.unpool_mode, self.gmp_beta = s.unpool_mode, float(s.gmp_beta)
+        self.hp = ParallelHParams(
+            float(s.beta),
+            tuple(float(v) for v in sigma),
+            int(s.num_samples),
+            s.unpool_mode,
+            float(s.gmp_beta),
+        )
         self.fb_tx = adam_coupled(float(s.fb_lr), float(s.fb_weight_decay))
         self.fwd_tx = adam_coupled(float(s.fwd_lr), float(s.fwd_weight_decay))
         self.fwd_lr = float(s.fwd_lr)
@@ -119,7 +136,7 @@ class ParallelDTP(base.Algorithm):
         The summed loss's gradient w.r.t. G^n is G^n's own loss gradient, so each layer's gradient is
         computed on its own, in closed form where the block allows (``feedback.ldrl_layer_value_and_grad``).
         """
-        reps, losses, grads = self.num_samples, [], []
+        reps, losses, grads = self.hp.num_samples, [], []
         fb_trainable = tuple(state.fb_params[1:])
         for n in range(1, self.net.num_blocks):
             value_and_grad = feedback.ldrl_layer_value_and_grad(
@@ -128,8 +145,8 @@ class ParallelDTP(base.Algorithm):
                 tile(s[n], reps),
                 tile(s[n + 1], reps),
                 jax.tree.map(lambda a: tile(a, reps), aux[n]),
-                sigma=self.sigma[n - 1],
-                unpool_mode=self.unpool_mode,
+                sigma=self.hp.noise_scale[n - 1],
+                unpool_mode=self.hp.unpool_mode,
             )
             loss, g = value_and_grad(fb_trainable[n - 1], jax.random.fold_in(key, n))
             losses.append(loss)
@@ -138,40 +155,11 @@ class ParallelDTP(base.Algorithm):
         fb_params = (state.fb_params[0], *optax.apply_updates(fb_trainable, updates))
         return fb_params, fb_opt_state, jnp.stack(losses)
 
-    def update(self, state, x, labels, key, *, phase):
-        del phase
-        net = self.net
-        s, aux = targets.forward_pass(net, state.fwd_params, x)
-        fb_params, fb_opt_state, losses = self.train_feedback(state, jax.lax.stop_gradient(s), aux, key)
-        dtp_targets = layerwise.difference_targets(net, fb_params, labels, self.beta, self.unpool_mode)
-        fwd_grads, out = targets.forward_update(net, state.fwd_params, x, targets=dtp_targets)
-        fwd_updates, fwd_opt_state = self.fwd_tx.update(fwd_grads, state.fwd_opt_state, state.fwd_params)
-        logits = out["s"][-1]
-        jmc_dist, jmc_angle = mt.jmc_metrics(net, state.fwd_params, fb_params)
-        metrics = {
-            "loss": targets.cross_entropy(logits, labels),
-            "accuracy": mt.accuracy(logits, labels),
-            "local_loss": out["loss"],
-            "fb_loss": losses,
-            "jmc_angle": jmc_angle,
-            "jmc_dist": jmc_dist,
-        }
-        new_state = state.replace(
-            step=state.step + 1,
-            fwd_params=optax.apply_updates(state.fwd_params, fwd_updates),
-            fb_params=fb_params,
-            fwd_opt_state=fwd_opt_state,
-            fb_opt_state=fb_opt_state,
-        )
-        return new_state, metrics
+    def feedback_metrics(self, fb_losses):
+        return {"fb_loss": fb_losses}
 
-    def scalars(self, metrics, phase):
-        out = super().scalars(metrics, phase)
-        out["train/local_loss"] = float(metrics["local_loss"])
-        out.update(base.per_layer("train/fb_loss", metrics["fb_loss"], self.fb_names))
-        out.update(base.per_layer("jmc_angle", metrics["jmc_angle"], self.fb_names))
-        out.update(base.per_layer("jmc_dist", metrics["jmc_dist"], self.fb_names))
-        return out
+    def make_targets(self, fb_params, labels, beta):
+        return layerwise.difference_targets(self.net, fb_params, labels, beta, self.hp.unpool_mode)
 
     @property
     def divergence_hint(self):
@@ -180,11 +168,6 @@ class ParallelDTP(base.Algorithm):
             "or config.parallel_dtp.noise_scale"
         )
 
-    def gmp_update(self, fwd_params, fb_params, x, labels):
-        t = layerwise.difference_targets(self.net, fb_params, labels, self.gmp_beta, self.unpool_mode)
-        grads, _ = targets.forward_update(self.net, fwd_params, x, targets=t)
-        return grads, self.gmp_beta
-
     @property
     def gmp_label(self):
-        return f"ParallelDTP update vs BP gradient, β={self.gmp_beta:g}"
+        return f"ParallelDTP update vs BP gradient, β={self.hp.gmp_beta:g}"
