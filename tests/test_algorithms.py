@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from helpers import build_algorithm, tiny_config
 
-from jdtp import algorithms, config_base, train
+from jdtp import algorithms, config_base, networks, train
 
 ALL = algorithms.names()
 
@@ -58,6 +58,26 @@ def test_steps_keep_shapes_stay_finite_and_never_retrace(name):
         scalars = algo.scalars(jax.device_get(metrics), phase)
         assert {"train/loss", "train/accuracy"} <= set(scalars)
         assert all(isinstance(v, float) for v in scalars.values())
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if n != "ddtp"])  # DDTP: LeNet only, as the paper
+def test_every_layerwise_algorithm_steps_simple_vgg(name):
+    """SimpleVGG (narrow) under every algorithm of the DTP family and BP: finite, all weights move."""
+    c = tiny_config("dtp", **{"data.synthetic_shape": (32, 32, 3)})
+    c.model = networks.model_config("simple_vgg", channels=(4, 4, 4, 4, 4))
+    c.dtp.noise_scale = (0.1,) * 5
+    c.dtp.num_fb_iters = (2,) * 5
+    c.dtp.fb_lr = (0.01,) * 5
+    if name != "dtp":
+        algorithms.switch(c, name)
+    algo = build_algorithm(c)
+    state0 = algo.init_state(jax.random.key(0))
+    batch = {"image": jax.random.normal(jax.random.key(1), (4, 32, 32, 3)), "label": jnp.array([0, 1, 2, 3])}
+    step = algorithms.make_train_steps(algo, donate=False)[algo.phases[0]]
+    state, metrics = step(state0, batch, jax.random.key(2))
+    chex.assert_tree_all_finite((state.fwd_params, state.fb_params, metrics))
+    moved = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), state.fwd_params, state0.fwd_params)
+    assert all(jax.tree.leaves(moved)), moved
 
 
 @pytest.mark.parametrize("name", ALL)

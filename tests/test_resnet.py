@@ -310,21 +310,23 @@ def _tiny_resnet_config(algorithm):
     c.gmp_every_steps = 2
     c.checkpoint_every_steps = 2
     c.mesh_devices = 1
-    if algorithm == "bp":
-        config_base.apply_common_variants(c, {"bp"})
+    if algorithm != "dtp":
+        config_base.apply_common_variants(c, {algorithm})
     return c
 
 
-@pytest.mark.parametrize("algorithm", ["dtp", "bp"])
+@pytest.mark.parametrize("algorithm", ["dtp", "bp", "parallel_dtp", "vanilla_dtp", "tp"])
 def test_run_loop_smoke(tmp_path, algorithm):
     results = train.train_and_evaluate(_tiny_resnet_config(algorithm), str(tmp_path))
     assert results["complete"] and results["model"] == "resnet18" and results["steps"] == 2
     records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     merged = {k: v for r in records for k, v in r.items()}
     names = ("layer_0", "layer_1", "layer_2", "layer_3", "layer_4", "fc")
-    if algorithm == "dtp":
+    if algorithm != "bp":
         for n in names[1:]:
-            assert np.isfinite(merged[f"jmc_angle/{n}"]) and np.isfinite(merged[f"train/fb_loss_last/{n}"])
+            assert np.isfinite(merged[f"jmc_angle/{n}"]), n
+            if algorithm == "dtp":
+                assert np.isfinite(merged[f"train/fb_loss_last/{n}"]), n
         for n in names:
             assert np.isfinite(merged[f"gmp_angle/{n}"]), n
     else:
