@@ -11,11 +11,10 @@ decoding the whole split. Prints the process's peak RSS and the wall time.
 import resource
 import time
 
-import ml_collections
 import tensorflow_datasets as tfds
 from absl import app, flags
 
-from jdtp import input_pipeline
+from jdtp import config_base, input_pipeline
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer(
@@ -27,18 +26,8 @@ flags.DEFINE_integer("steps", 3, "Batches to read.")
 
 def main(argv):
     del argv
-    data = ml_collections.ConfigDict(
-        dict(
-            name="imagenet32",
-            data_dir="",
-            download=False,
-            validation_split=0.0,
-            synthetic_shape=(32, 32, 3),
-            synthetic_num_classes=10,
-            synthetic_train_size=1,
-            synthetic_eval_size=1,
-        )
-    )
+    data = config_base.get_base_config("bp").data  # the defaults every run starts from
+    data.name, data.download, data.validation_split = "imagenet32", False, 0.0
     start = time.time()
     with tfds.testing.mock_data(num_examples=FLAGS.num_examples):
         dataset = input_pipeline.load_dataset(data)
