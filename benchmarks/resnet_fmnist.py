@@ -3,11 +3,14 @@
     python benchmarks/resnet_fmnist.py --data_dir=/path/to/tfds --out=results/resnet_fmnist
 
 Part 1 (one batch of 64 training images, seed 0): the angle between the DTP update / β (β = 0.005)
-and the BP gradient per block (computed in float64), for feedback weights at random init, symmetric (G = F's weights)
-in the reference's inverted blocks and in the exact 'jacobian' mode, and after L-DRL pre-training
-of every G^n on the batch (``--ldrl_iters`` iterations per layer, the config's σ and lr_b), with the
-JMC angles before and after. Part 2: DTP and BP trained for ``--steps`` steps each through the run
-loop, step times and test accuracy. The width, batch and K are reduced for a 2-core CPU (flags).
+and the BP gradient per block (computed in float64), for feedback weights at random init, symmetric
+(G = F's weights) in the reference's inverted blocks, the exact adjoint of the linear part and the
+exact 'jacobian' mode, and after L-DRL pre-training (reference and adjoint) of every G^n on the
+batch (``--ldrl_iters`` iterations per layer, the config's σ and lr_b), with the JMC angles before
+and after, the norm of each block's DTP update (zero where G's ReLUs have died: then no angle) and
+the L-DRL loss at the first and last pre-training iteration. Part 2: DTP (one run per
+``--train_feedback`` mode) and BP trained for ``--steps`` steps each through the run loop, step
+times and test accuracy. The width, batch and K are reduced for a 2-core CPU (flags).
 """
 
 import json
@@ -27,6 +30,9 @@ flags.DEFINE_integer("batch", 64, "Batch size.")
 flags.DEFINE_integer("ldrl_iters", 200, "L-DRL pre-training iterations per layer (part 1).")
 flags.DEFINE_integer("steps", 150, "Training steps per algorithm (part 2).")
 flags.DEFINE_integer("k", 4, "Feedback iterations per layer and step in part 2 (the reference: 20-55).")
+flags.DEFINE_list("train_feedback", ["reference", "adjoint"], "Feedback modes of the DTP runs in part 2.")
+flags.DEFINE_float("dtp_lr", 0.0, "Forward learning rate of the DTP runs in part 2 (0: the config's, 0.05).")
+flags.DEFINE_list("parts", ["gmp", "training"], "Parts to run.")
 
 
 def _config(variant=""):
@@ -55,7 +61,7 @@ def gmp_part() -> dict:
     info = input_pipeline.get_info(c.data.name, c.data)
     batch = input_pipeline.get_train_batch(ds, 0, FLAGS.batch, 0)
     x, labels = input_pipeline.make_eval_preprocess(info)(batch)
-    for mode in ("reference", "jacobian"):
+    for mode in ("reference", "adjoint", "jacobian"):
         c.model.feedback = mode
         net = train.build_network(c, info)
         fwd, fb_random = networks.init_params(jax.random.key(0), net)
@@ -68,16 +74,21 @@ def gmp_part() -> dict:
                 fwd, fb, x64 = f64(fwd), f64(fb), jnp.asarray(x, jnp.float64)
                 d, _ = tg.dtp_forward_grads(net, fwd, fb, x64, labels, 0.005)
                 bp, _ = tg.bp_grads(net, fwd, x64, labels)
-                exact = []  # without the reference metric's +1e-8 in the denominator (tiny norms)
+                exact, norms = [], []  # without the reference metric's +1e-8 (tiny norms)
                 for block, u, g in zip(net.blocks, d, bp, strict=True):
                     a = np.concatenate([np.ravel(w) for w in block.forward_weights(u)])
                     b = np.concatenate([np.ravel(w) for w in block.forward_weights(g)])
-                    cos = a @ b / (np.linalg.norm(a) * np.linalg.norm(b))
-                    exact.append(np.degrees(np.arccos(np.clip(cos, -1, 1))))
-                return mt.gmp_metrics(net, d, bp, 0.005)[1], mt.jmc_metrics(net, fwd, fb)[1], exact
+                    norms.append(float(np.linalg.norm(a)))
+                    if norms[-1] == 0.0:  # no update at all (e.g. G's ReLUs dead): no angle
+                        exact.append(None)
+                        continue
+                    cos = a @ b / (norms[-1] * np.linalg.norm(b))
+                    exact.append(float(np.degrees(np.arccos(np.clip(cos, -1, 1)))))
+                gmp = mt.gmp_metrics(net, d, bp, 0.005)[1]
+                return gmp, mt.jmc_metrics(net, fwd, fb)[1], exact, norms
 
         schemes = {"random": fb_random, "symmetric": networks.symmetric_fb_params(net, fwd)}
-        if mode == "reference":
+        if mode != "jacobian":  # L-DRL pre-training of the reference and adjoint G
             algo = algorithms.create(c, net, 100)
             s, aux = tg.forward_pass(net, fwd, x)
             k = (FLAGS.ldrl_iters,) * net.num_trainable_fb
@@ -100,13 +111,17 @@ def gmp_part() -> dict:
                 )
             )(fb_random, states)
             jax.block_until_ready(trained)
-            out["ldrl_pretrain_s"] = time.time() - t0
+            out[f"{mode}/ldrl_pretrain_s"] = time.time() - t0
+            out[f"{mode}/ldrl_loss_first_last"] = {
+                name: [float(l[0]), float(l[-1])] for name, l in zip(net.block_names[1:], losses, strict=True)
+            }
             schemes["L-DRL pre-trained"] = trained
         for name, fb in schemes.items():
-            angles, jmc, exact = gmp(fwd, fb)
+            angles, jmc, exact, norms = gmp(fwd, fb)
             out[f"{mode}/{name}"] = {
                 "gmp_angle": dict(zip(net.block_names, map(float, angles), strict=True)),
-                "gmp_angle_exact": dict(zip(net.block_names, map(float, exact), strict=True)),
+                "gmp_angle_exact": dict(zip(net.block_names, exact, strict=True)),
+                "dtp_update_norm": dict(zip(net.block_names, norms, strict=True)),
                 "jmc_angle": dict(zip(net.block_names[1:], map(float, jmc), strict=True)),
             }
             print(mode, name, json.dumps(out[f"{mode}/{name}"]), flush=True)
@@ -117,22 +132,31 @@ def training_part() -> dict:
     from jdtp import train
 
     out = {}
-    for variant in ("", "bp"):
+    runs = [(f"dtp_{mode}", "", mode) for mode in FLAGS.train_feedback] + [("bp", "bp", None)]
+    for label, variant, mode in runs:
         c = _config(variant)
         if not variant:
             c.dtp.num_fb_iters = (FLAGS.k,) * 5
+            c.model.feedback = mode
         c.num_train_steps = FLAGS.steps
         c.log_every_steps = 10
         c.gmp_every_steps = 50
         c.checkpoint_every_steps = FLAGS.steps
-        r = train.train_and_evaluate(c, os.path.join(FLAGS.out, variant or "dtp"))
-        out[variant or "dtp"] = {
-            "steps": r["steps"],
-            "test_accuracy": r["final_test_accuracy"],
-            "step_s": r["train_loop_time_s"] / max(1, r["steps"]),
-            "wall_s": r["wall_time_s"],
-        }
-        print(variant or "dtp", json.dumps(out[variant or "dtp"]), flush=True)
+        if not variant and FLAGS.dtp_lr:
+            c.optim.lr = FLAGS.dtp_lr
+        try:
+            r = train.train_and_evaluate(c, os.path.join(FLAGS.out, label))
+        except train.NonFiniteError as e:  # an untuned config may diverge: record it, go on
+            out[label] = {"diverged": str(e)}
+        else:
+            out[label] = {
+                "steps": r["steps"],
+                "test_accuracy": r["final_test_accuracy"],
+                "step_s": r["train_loop_time_s"] / max(1, r["steps"]),
+                "wall_s": r["wall_time_s"],
+            }
+        out[label]["lr"] = c.optim.lr
+        print(label, json.dumps(out[label]), flush=True)
     return out
 
 
@@ -142,10 +166,12 @@ def main(argv):
 
     checkpointing.quiet_orbax_logs()
     os.makedirs(FLAGS.out, exist_ok=True)
-    result = {"flags": {k: FLAGS[k].value for k in ("width", "batch", "ldrl_iters", "steps", "k")}}
-    result["gmp"] = gmp_part()
-    result["training"] = training_part()
-    run_files.write_json_atomic(os.path.join(FLAGS.out, "summary.json"), result)
+    names = ("width", "batch", "ldrl_iters", "steps", "k", "train_feedback", "dtp_lr", "parts")
+    result = {"flags": {k: FLAGS[k].value for k in names}}
+    for part, fn in (("gmp", gmp_part), ("training", training_part)):
+        if part in FLAGS.parts:
+            result[part] = fn()
+            run_files.write_json_atomic(os.path.join(FLAGS.out, "summary.json"), result)
 
 
 if __name__ == "__main__":

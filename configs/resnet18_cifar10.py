@@ -12,18 +12,15 @@ batch 128, 90 epochs. BP: the VGG baseline's SGD lr 0.05, wd 1e-4, cosine (spec 
 Model options: ``--config.model.feedback=adjoint|jacobian`` (jdtp/resnet.py), ``width``.
 """
 
-from jdtp import config_base
+import os
+
+from jdtp import config_base, networks
 
 
 def get_config(variant: str = ""):
-    c = config_base.get_base_config("dtp", model="resnet18")
-    c.data.name = "cifar10"
-    c.data.batch_size = 128
-    c.dtp.beta = 0.7
-    c.dtp.noise_scale = (0.4, 0.4, 0.2, 0.2, 0.08)
-    c.dtp.num_fb_iters = (20, 30, 35, 55, 20)
-    c.dtp.fb_lr = (1e-4, 3.5e-4, 8e-3, 8e-3, 0.18)
-    c.optim.lr = 0.05
-    c.num_epochs = 90
-    bp = {"optim.lr": 0.05}
-    return config_base.apply_common_variants(c, config_base.parse_variant(variant), bp)
+    # The reference gives every architecture the same DTP.HParams defaults: SimpleVGG's, stated once
+    # in vgg_cifar10.py; only the model differs (its options from jdtp/resnet.py, conv_impl as the variant set it).
+    c = config_base.load_config_file(os.path.join(os.path.dirname(__file__), "vgg_cifar10.py"), variant)
+    with c.unlocked():
+        c.model = networks.model_config("resnet18", conv_impl=c.model.conv_impl)
+    return c

@@ -12,18 +12,15 @@ K [25, 35, 40, 60, 25], lr_f 0.01, batch 256, cosine, 90 epochs. BP: SGD lr 0.01
 StepLR(30, 0.1), batch 256 (spec §4.5). Top-1 and top-5 are logged.
 """
 
-from jdtp import config_base
+import os
+
+from jdtp import config_base, networks
 
 
 def get_config(variant: str = ""):
-    c = config_base.get_base_config("dtp", model="resnet18")
-    c.data.name = "imagenet32"
-    c.data.batch_size = 256
-    c.dtp.beta = 0.7
-    c.dtp.noise_scale = (0.4, 0.4, 0.2, 0.2, 0.08)
-    c.dtp.num_fb_iters = (25, 35, 40, 60, 25)
-    c.dtp.fb_lr = (1e-4, 3.5e-4, 8e-3, 8e-3, 0.18)
-    c.optim.lr = 0.01
-    c.num_epochs = 90
-    bp = {"optim.lr": 0.01, "optim.schedule": "step", "optim.step_size": 30, "optim.gamma": 0.1}
-    return config_base.apply_common_variants(c, config_base.parse_variant(variant), bp)
+    # The reference gives every architecture the same DTP.HParams defaults: SimpleVGG's, stated once
+    # in vgg_imagenet32.py; only the model differs (its options from jdtp/resnet.py, conv_impl as the variant set it).
+    c = config_base.load_config_file(os.path.join(os.path.dirname(__file__), "vgg_imagenet32.py"), variant)
+    with c.unlocked():
+        c.model = networks.model_config("resnet18", conv_impl=c.model.conv_impl)
+    return c
