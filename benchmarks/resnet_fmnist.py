@@ -33,6 +33,7 @@ flags.DEFINE_integer("k", 4, "Feedback iterations per layer and step in part 2 (
 flags.DEFINE_list("train_feedback", ["reference", "adjoint"], "Feedback modes of the DTP runs in part 2.")
 flags.DEFINE_float("dtp_lr", 0.0, "Forward learning rate of the DTP runs in part 2 (0: the config's, 0.05).")
 flags.DEFINE_list("parts", ["gmp", "training"], "Parts to run.")
+flags.DEFINE_float("fb_lr_scale", 1.0, "Factor on every G's learning rate lr_b (both parts).")
 
 
 def _config(variant=""):
@@ -43,6 +44,8 @@ def _config(variant=""):
     c.data.name, c.data.data_dir, c.data.download, c.data.pad_to = "fashion_mnist", FLAGS.data_dir, False, 32
     c.data.batch_size = FLAGS.batch
     c.model.width = FLAGS.width
+    if "dtp" in c:
+        c.dtp.fb_lr = tuple(lr * FLAGS.fb_lr_scale for lr in c.dtp.fb_lr)
     return c
 
 
@@ -166,7 +169,7 @@ def main(argv):
 
     checkpointing.quiet_orbax_logs()
     os.makedirs(FLAGS.out, exist_ok=True)
-    names = ("width", "batch", "ldrl_iters", "steps", "k", "train_feedback", "dtp_lr", "parts")
+    names = ("width", "batch", "ldrl_iters", "steps", "k", "train_feedback", "dtp_lr", "parts", "fb_lr_scale")
     result = {"flags": {k: FLAGS[k].value for k in names}}
     for part, fn in (("gmp", gmp_part), ("training", training_part)):
         if part in FLAGS.parts:
