@@ -32,6 +32,8 @@ CASES = {
     "bp": ("lenet_cifar10.py", "bp,smoke", {}),
     "vgg_dtp": ("vgg_cifar10.py", "smoke", {}),
     "vgg_bp": ("vgg_cifar10.py", "bp,smoke", {}),
+    "parallel_dtp": ("lenet_cifar10.py", "parallel_dtp,smoke", {}),
+    "resnet_dtp": ("resnet18_cifar10.py", "smoke", {"model.width": 4}),
     "sddtp": ("ddtp_mnist.py", "smoke", {}),
     "pddtp": ("ddtp_mnist.py", "p,smoke", {}),
     "ddtp_original": ("ddtp_mnist.py", "p,smoke", {"ddtp.semantics": "original"}),

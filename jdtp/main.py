@@ -1,14 +1,33 @@
-"""Train one run: ``python -m jdtp.main --config=configs/X.py[:variant] --workdir=DIR [--config.KEY=VALUE ...]``.
+"""usage: python -m jdtp.main --config=FILE[:VARIANT[,VARIANT]] --workdir=DIR [--config.KEY=VALUE ...]
 
-Thin on purpose (conventions §3.1): flags, optional ``jax.distributed`` initialisation, then
-:func:`jdtp.train.train_and_evaluate`. Errors in the command line, the config or the workdir end
-in one line naming the cause and the fix (``--debug`` shows the traceback). Exit codes: 0 done
-(or already complete), 1 error, 2 bad command line, 75 preempted (rerun to resume).
+Train (or resume) one run. Rerunning the same command resumes from the newest intact checkpoint;
+a run that is already complete reports its stored result and trains nothing.
+
+  --config=FILE[:VARIANTS]  an experiment file in configs/, e.g. configs/lenet_mnist.py
+                            variants (comma-separated): bp (the backprop baseline), parallel_dtp,
+                            vanilla_dtp, tp, smoke (synthetic data, a few steps), gpu, tpu; files add
+                            their own (configs/lenet_cifar10.py:table6, configs/ddtp_mnist.py:p)
+  --config.KEY=VALUE        override any key, e.g. --config.dtp.beta=0.5,
+                            --config.dtp.num_fb_iters='(10,10,10)', --config.data.data_dir=/tfds
+  --show_config             print every key of the resulting config and exit (the keys and their
+                            defaults live in jdtp/config_base.py, the model's builder in
+                            jdtp/networks.py and each algorithm's module in jdtp/algorithms/)
+  --workdir=DIR             checkpoints, metrics.jsonl, TensorBoard events, results.json
+  --distributed             multi-host runs: jax.distributed.initialize() first
+  --debug                   tracebacks instead of one-line errors
+
+exit codes: 0 done or already complete, 1 error, 2 bad command line, 75 preempted (rerun to resume)
+
+This module is thin on purpose (conventions §3.1): flags, optional ``jax.distributed``
+initialisation, then :func:`jdtp.train.train_and_evaluate`. Errors in the command line, the
+config or the workdir end in one logged line naming the cause and the fix (``--debug`` shows
+the traceback). ``--help`` prints this text through absl's ``app.usage``.
 """
 
 import os
 import re
 import sys
+from typing import NoReturn
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -21,28 +40,6 @@ flags.DEFINE_bool(
     "show_config", False, "Print the config (every key, after variants and overrides) and exit."
 )
 flags.DEFINE_bool("debug", False, "Show tracebacks instead of one-line errors.")
-
-HELP = """\
-usage: python -m jdtp.main --config=FILE[:VARIANT[,VARIANT]] --workdir=DIR [--config.KEY=VALUE ...]
-
-Train (or resume) one run. Rerunning the same command resumes from the newest intact checkpoint;
-a run that is already complete reports its stored result and trains nothing.
-
-  --config=FILE[:VARIANTS]  an experiment file in configs/, e.g. configs/lenet_mnist.py
-                            variants (comma-separated): bp (the backprop baseline), vanilla_dtp,
-                            tp, smoke (synthetic data, a few steps), gpu, tpu; some files add
-                            their own (configs/lenet_cifar10.py:table6, configs/ddtp_mnist.py:p)
-  --config.KEY=VALUE        override any key, e.g. --config.dtp.beta=0.5,
-                            --config.dtp.num_fb_iters='(10,10,10)', --config.data.data_dir=/tfds
-  --show_config             print every key of the resulting config and exit (the keys and their
-                            defaults live in jdtp/config_base.py, the model's builder in
-                            jdtp/networks.py and each algorithm's module in jdtp/algorithms/)
-  --workdir=DIR             checkpoints, metrics.jsonl, TensorBoard events, results.json
-  --distributed             multi-host runs: jax.distributed.initialize() first
-  --debug                   tracebacks instead of one-line errors
-
-exit codes: 0 done or already complete, 1 error, 2 bad command line, 75 preempted (rerun to resume)
-"""
 
 HELP_FLAGS = ("-h", "--help", "-help", "--helpshort", "--helpfull")
 
@@ -77,10 +74,17 @@ def _explain_flag_error(e: Exception, argv) -> str:
     return f"{first} (python -m jdtp.main --help)"
 
 
+def _fail(message: str, code: int) -> NoReturn:
+    """Log one error line (no traceback) and exit with ``code``."""
+    if not FLAGS.is_parsed():
+        FLAGS.mark_as_parsed()  # else absl adds a "logging before flag parsing" line
+    logging.error("error: %s", message)
+    sys.exit(code)
+
+
 def _parse(argv):
     if any(a in HELP_FLAGS for a in argv[1:]):
-        print(HELP)
-        sys.exit(0)
+        app.usage(shorthelp=True, writeto_stdout=True, exitcode=0)
     flags.mark_flags_as_required(["config"])
     try:
         rest = FLAGS(argv)
@@ -89,8 +93,7 @@ def _parse(argv):
     except Exception as e:  # noqa: BLE001 - every parse failure becomes one line
         if "--debug" in argv:
             raise
-        print(f"error: {_explain_flag_error(e, argv)}", file=sys.stderr)
-        sys.exit(2)
+        _fail(_explain_flag_error(e, argv), 2)
 
 
 def _check_workdir(path: str) -> str | None:
@@ -112,18 +115,15 @@ def _check_workdir(path: str) -> str | None:
 
 def main(argv):
     if len(argv) > 1:
-        print(f"error: unexpected arguments {argv[1:]} (python -m jdtp.main --help)", file=sys.stderr)
-        sys.exit(2)
+        _fail(f"unexpected arguments {argv[1:]} (python -m jdtp.main --help)", 2)
     if FLAGS.show_config:
-        print(FLAGS.config)
+        sys.stdout.write(f"{FLAGS.config}\n")  # the command's output (e.g. > config.txt), not a log
         return
     if not FLAGS.workdir:
-        print("error: --workdir is required (python -m jdtp.main --help)", file=sys.stderr)
-        sys.exit(2)
+        _fail("--workdir is required (python -m jdtp.main --help)", 2)
     problem = None if FLAGS.distributed else _check_workdir(FLAGS.workdir)  # before JAX starts
     if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        sys.exit(1)
+        _fail(problem, 1)
     import jax
 
     from jdtp import checkpointing
@@ -133,8 +133,7 @@ def main(argv):
         jax.distributed.initialize()  # before any device query
         problem = _check_workdir(FLAGS.workdir) if jax.process_index() == 0 else None
         if problem:
-            print(f"error: {problem}", file=sys.stderr)
-            sys.exit(1)
+            _fail(problem, 1)
     from jdtp import config_base, input_pipeline, preemption, train
 
     logging.info(
@@ -156,9 +155,7 @@ def main(argv):
     except errors as e:
         if FLAGS.debug:
             raise
-        logging.error("%s: %s", type(e).__name__, e)
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+        _fail(f"{e} ({type(e).__name__})", 1)
     if results["preempted"]:
         logging.warning("Preempted at step %d; rerun the same command to resume.", results["steps"])
         sys.exit(preemption.EXIT_CODE)

@@ -65,7 +65,7 @@ def test_bad_input_is_one_line_and_a_nonzero_exit(tmp_path, args, code, needle):
     args = [a.replace("--workdir=W", f"--workdir={tmp_path / 'wd'}") for a in args]
     out = _main(*args)
     assert out.returncode == code, out.stderr[-2000:]
-    errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
+    errors = [line for line in out.stderr.splitlines() if "] error: " in line]  # absl's log prefix
     assert len(errors) == 1 and needle in errors[0], out.stderr[-2000:]
     assert "Traceback" not in out.stderr
 

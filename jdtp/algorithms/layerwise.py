@@ -16,6 +16,7 @@ after the algorithm) holds β, the per-layer lists and the feedback options.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 
 import jax
@@ -121,13 +122,13 @@ class LayerwiseAlgorithm(base.Algorithm):
 
     # -- what a subclass states ---------------------------------------------
 
+    @abc.abstractmethod
     def layer_value_and_grad(self, n: int, f_params, x, y, aux):
         """``(g, key) -> (loss, grads)``: G^n's feedback loss on this batch."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def make_targets(self, fb_params, labels, beta: float):
         """``(s, aux) -> (None, t^1, …, t^N)`` with the current feedback weights."""
-        raise NotImplementedError
 
     # -- the shared step -------------------------------------------------------
 
