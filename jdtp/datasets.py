@@ -361,19 +361,8 @@ def load_split(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Reads a whole split into host NumPy (training reads only its batches; see ``jdtp.batching``).
 
-    Args:
-      name: Registry name (see :data:`DATASETS`).
-      split: Split name.
-      data_dir: TFDS data_dir; empty or ``None`` uses :func:`resolve_data_dir`.
-      download: If the dataset is missing, try to prepare it.
-      info: Dataset description; defaults to ``get_info(name)``.
-
-    Returns:
-      ``(images, labels)``: ``uint8 [N, H, W, C]`` and ``int32 [N]``.
-
-    Raises:
-      ValueError: Unknown dataset or split.
-      DatasetNotFoundError: A TFDS dataset is not prepared and cannot be prepared here.
+    Arguments and errors as :func:`open_split`. Returns ``(images, labels)``: ``uint8 [N, H, W, C]``
+    and ``int32 [N]``.
     """
     start = time.perf_counter()
     source = open_split(name, split, data_dir, download=download, info=info)

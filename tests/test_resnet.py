@@ -3,12 +3,14 @@
 import dataclasses
 import json
 import math
+import os
 
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import CONFIG_DIR, data_config
 
 from jdtp import config_base, feedback, networks, resnet, train
 from jdtp import conv as convs
@@ -292,20 +294,19 @@ def test_reference_feedback_does_not_match_bp_with_relu():
 
 
 def _tiny_resnet_config(algorithm):
-    c = config_base.get_base_config("dtp", model="resnet18")
+    """configs/resnet18_cifar10.py's hyperparameters on ResNet-18 of width 4, tiny synthetic data, 2 steps."""
+    c = config_base.load_config_file(os.path.join(CONFIG_DIR, "resnet18_cifar10.py"))
     c.model.width = 4
-    c.data.name = "synthetic"
-    c.data.synthetic_shape = (8, 8, 3)
-    c.data.synthetic_train_size = 16
-    c.data.synthetic_eval_size = 8
-    c.data.batch_size = 8
-    c.data.eval_batch_size = 8
-    c.dtp.beta = 0.7
-    c.dtp.noise_scale = (0.4, 0.4, 0.2, 0.2, 0.08)
+    c.data = data_config(
+        name="synthetic",
+        synthetic_shape=(8, 8, 3),
+        synthetic_train_size=16,
+        synthetic_eval_size=8,
+        batch_size=8,
+        eval_batch_size=8,
+    )
     c.dtp.num_fb_iters = (2, 1, 1, 1, 2)
-    c.dtp.fb_lr = (1e-4, 3.5e-4, 8e-3, 8e-3, 0.18)
-    c.optim.lr = 0.05
-    c.num_train_steps = 2
+    c.num_epochs, c.num_train_steps = 1, 2
     c.log_every_steps = 1
     c.gmp_every_steps = 2
     c.checkpoint_every_steps = 2
