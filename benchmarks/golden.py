@@ -38,6 +38,20 @@ CASES = {
     "pddtp": ("ddtp_mnist.py", "p,smoke", {}),
     "ddtp_original": ("ddtp_mnist.py", "p,smoke", {"ddtp.semantics": "original"}),
     "ddtp_f64": ("ddtp_cifar10.py", "p,smoke", {"ddtp.float64": True}),
+    # Longer feedback loops (several chunks of hoisted terms), both feedback modes.
+    "dtp_k": ("lenet_cifar10.py", "smoke", {"dtp.num_fb_iters": (5, 7, 3)}),
+    "dtp_k_add_concurrent": (
+        "lenet_cifar10.py",
+        "smoke",
+        {"dtp.num_fb_iters": (5, 7, 3), "dtp.unpool_mode": "add", "dtp.feedback_mode": "concurrent"},
+    ),
+    "vgg_dtp_k": ("vgg_cifar10.py", "smoke", {"dtp.num_fb_iters": (3, 5, 2, 4, 3)}),
+    "resnet_dtp_k": ("resnet18_cifar10.py", "smoke", {"model.width": 4, "dtp.num_fb_iters": (3, 2, 4, 2, 3)}),
+    "vanilla_dtp_k": (
+        "lenet_cifar10.py",
+        "vanilla_dtp,smoke",
+        {"optim.lr": LR, "vanilla_dtp.num_fb_iters": (4, 3, 5)},
+    ),
 }
 
 

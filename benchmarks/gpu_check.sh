@@ -8,7 +8,10 @@
 # JAX sees a GPU, then times (3 steps each after compilation, interleaved) the DTP step in the
 # sequential and the concurrent feedback mode and the BP step of LeNet (batch 100, the authors'),
 # SimpleVGG (batch 128) and ResNet-18 (batch 128) on CIFAR shapes, with XLA's library convolutions
-# (conv_impl=auto off-CPU). About 5-8 minutes of GPU time in all, most of it pip and compilation.
+# (conv_impl=auto off-CPU), twice: with the G-independent terms of every L-DRL iteration computed
+# before the loop (dtp.fb_chunk_mib=0: automatic, up to 1 GiB of terms per layer on a GPU, so the
+# hoisted half runs K-way parallel) and with one iteration per chunk (the per-iteration order of
+# work, for comparison). About 8-12 minutes of GPU time in all, most of it pip and compilation.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -34,22 +37,22 @@ PY
 
 mkdir -p "$OUT"
 run() {  # name, extra flags
-  "$VENV/bin/python" -m jdtp.benchmark --configs="$1" --repeats="$REPEATS" --conv_impl=auto \
-    --feedback_mode=sequential --both_modes --out="$OUT/$2.json" "${@:3}"
+  for chunk in 0 1e-9; do  # hoisted (automatic chunks), then one iteration per chunk
+    "$VENV/bin/python" -m jdtp.benchmark --configs="$1" --repeats="$REPEATS" --conv_impl=auto \
+      --feedback_mode=sequential --both_modes --fb_chunk_mib="$chunk" --out="$OUT/$2_chunk$chunk.json" "${@:3}"
+  done
 }
 run lenet lenet_b100 --batch_size=lenet=100
 run vgg vgg_b128
-if [[ -f configs/resnet18_cifar10.py ]]; then
-  run configs/resnet18_cifar10.py resnet18_b128 --batch_size=128
-fi
+run configs/resnet18_cifar10.py resnet18_b128 --batch_size=128
 
 "$VENV/bin/python" - "$OUT"/*.json <<'PY'
 import json
 import sys
 
 print()
-print(f"{'device':22s} {'config':28s} {'batch':>5s} {'DTP seq s':>9s} {'DTP conc s':>10s} {'loop it. seq/conc':>17s} "
-      f"{'BP s':>8s} {'DTP img/s':>9s} {'BP img/s':>9s} {'DTP/BP':>7s} {'mem GiB':>8s}")
+print(f"{'device':22s} {'config':28s} {'batch':>5s} {'chunks':>14s} {'DTP seq s':>9s} {'DTP conc s':>10s} "
+      f"{'loop it. seq/conc':>17s} {'BP s':>8s} {'DTP img/s':>9s} {'BP img/s':>9s} {'DTP/BP':>7s} {'mem GiB':>8s}")
 for path in sys.argv[1:]:
     with open(path) as f:
         data = json.load(f)
@@ -58,7 +61,8 @@ for path in sys.argv[1:]:
         seq, conc, bp = r["dtp"], r.get("dtp_concurrent", {}), r["bp"]
         it = r["fb_loop_iterations"]
         mem = (r.get("device_memory") or {}).get("peak_bytes_in_use", float("nan")) / 2**30
-        print(f"{device[:22]:22s} {r['config'][-28:]:28s} {r['batch_size']:5d} {seq['step_s_median']:9.3f} "
+        chunks = ",".join(str(c) for c in r.get("fb_chunks", []))
+        print(f"{device[:22]:22s} {r['config'][-28:]:28s} {r['batch_size']:5d} {chunks[-14:]:>14s} {seq['step_s_median']:9.3f} "
               f"{conc.get('step_s_median', float('nan')):10.3f} {str(it['sequential']) + '/' + str(it['concurrent']):>17s} "
               f"{bp['step_s_median']:8.4f} {seq['images_per_s']:9.0f} {bp['images_per_s']:9.0f} "
               f"{r['time_ratio_dtp_bp']:7.1f} {mem:8.2f}")

@@ -110,7 +110,7 @@ def gmp_part() -> dict:
                     aux,
                     jax.random.key(1),
                     num_fb_iters=k,
-                    layer_value_and_grad=algo.layer_value_and_grad,
+                    layer_loss=algo.layer_loss,
                 )
             )(fb_random, states)
             jax.block_until_ready(trained)

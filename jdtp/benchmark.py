@@ -39,7 +39,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from jdtp import algorithms, config_base, input_pipeline
+from jdtp import algorithms, config_base, feedback, input_pipeline, targets
 from jdtp import blocks as blk
 from jdtp import conv as convs
 from jdtp import networks as nets
@@ -71,31 +71,45 @@ def load_config(name: str, overrides: dict | None = None) -> ml_collections.Conf
 # Analytic FLOPs.
 
 
-def fb_iteration_linear_maps(closed_form: bool) -> int:
+def fb_iteration_linear_maps(closed_form: bool) -> dict[str, int]:
     """Linear maps (each of one block's FLOPs) per L-DRL iteration, as jdtp computes it.
 
-    Autodiff form: F(x+dx), G's linear part on the two differences, and the two
-    weight gradients: 5. Closed form (``feedback.ldrl_value_and_grad``): the
-    loss's first term comes from the weight gradient, so G's map on Δ1 is
-    skipped: 4.
+    ``hoisted``: what does not depend on G, computed before the sequential loop
+    (``feedback.LayerLoss.prepare``); ``chain``: what each sequential iteration runs.
+    Closed form (``feedback.ldrl_layer_loss``): hoisted F(x+dx) and the constant weight
+    gradient wg(Δ1, −2dx/B); in the chain G's map L_W(Δ2) and the weight gradient
+    wg(Δ2, 2L_W(Δ2)/B): 2 + 2 (before hoisting all 4 were in the chain). Autodiff form:
+    hoisted F(x+dx); in the chain G's map on both differences and their two weight gradients:
+    1 + 4. Kernel gradients are counted as the direct product, whichever form computes them
+    (the FFT form of 5×5 kernels needs fewer FLOPs).
     """
-    return 4 if closed_form else 5
+    return {"hoisted": 2, "chain": 2} if closed_form else {"hoisted": 1, "chain": 4}
 
 
 def analytic_flops(net: nets.Network, batch: int, num_fb_iters, closed_form: bool = True) -> dict:
     """Matrix-product/convolution FLOPs of one DTP step and one BP step.
 
-    DTP: Σ_n K_n × (maps per iteration) × M_n for the feedback phase, plus the
-    forward update: forward pass (M_n each), target propagation (one G map per
-    n ≥ 1) and the weight gradients (M_n each). BP: forward, weight gradients,
-    and input gradients for every block but the first.
+    DTP: Σ_n K_n × (maps per iteration) × M_n for the feedback phase, split into the hoisted
+    part and the sequential chain (:func:`fb_iteration_linear_maps`), plus the forward
+    update: forward pass (M_n each), target propagation (one G map per n ≥ 1) and the weight
+    gradients (M_n each). BP: forward, weight gradients, and input gradients for every block
+    but the first.
     """
     m = [b.linear_flops(batch) for b in net.blocks]
-    per_iter = fb_iteration_linear_maps(closed_form)
-    fb = sum(int(k) * per_iter * m[n] for n, k in enumerate(num_fb_iters, start=1))
+    maps = fb_iteration_linear_maps(closed_form)
+    per_layer = [int(k) * m[n] for n, k in enumerate(num_fb_iters, start=1)]
+    hoisted = maps["hoisted"] * sum(per_layer)
+    chain = maps["chain"] * sum(per_layer)
     fwd_update = 2 * sum(m) + sum(m[1:])
     bp = 3 * sum(m) - m[0]
-    return {"dtp": fb + fwd_update, "dtp_feedback": fb, "dtp_forward_update": fwd_update, "bp": bp}
+    return {
+        "dtp": hoisted + chain + fwd_update,
+        "dtp_feedback": hoisted + chain,
+        "dtp_feedback_hoisted": hoisted,
+        "dtp_feedback_chain": chain,
+        "dtp_forward_update": fwd_update,
+        "bp": bp,
+    }
 
 
 def _xla_flops(compiled) -> float | None:
@@ -198,6 +212,21 @@ def _algorithm(config: ml_collections.ConfigDict, name: str):
     return algo
 
 
+def _fb_chunks(algo, state, images) -> list[int]:
+    """Iterations per chunk of hoisted terms, per trainable G^n (``feedback.chunk_size``)."""
+    chunks = []
+
+    def trace(fwd_params, x):
+        s, aux = targets.forward_pass(algo.net, fwd_params, x)
+        for n in range(1, algo.net.num_blocks):
+            layer = algo.layer_loss(n, fwd_params[n], s[n], s[n + 1], aux[n])
+            chunks.append(feedback.chunk_size(layer, algo.hp.num_fb_iters[n - 1], algo.hp.fb_chunk_mib))
+        return 0
+
+    jax.eval_shape(trace, state.fwd_params, images)
+    return chunks
+
+
 def benchmark_config(
     name: str,
     config: ml_collections.ConfigDict,
@@ -279,6 +308,8 @@ def benchmark_config(
         # Sequential loop iterations of the feedback phase per step (the latency bound on devices
         # where an iteration is a few small kernels): ΣK_n sequentially, max K_n concurrently.
         "fb_loop_iterations": {"sequential": sum(hp.num_fb_iters), "concurrent": max(hp.num_fb_iters)},
+        "fb_chunk_mib": hp.fb_chunk_mib,
+        "fb_chunks": _fb_chunks(dtp_algo, runs["dtp"]["state"], runs["dtp"]["batch"]["image"]),
     }
     for algo_name, run in runs.items():
         t = statistics.median(run["times"])
@@ -293,6 +324,9 @@ def benchmark_config(
             "memory_analysis": _memory_analysis(run["compiled"]),
         }
     out["dtp"]["flops_analytic_feedback"] = flops["dtp_feedback"]
+    # Outside and inside the sequential L-DRL loop (the chain of dependent iterations).
+    out["dtp"]["flops_analytic_feedback_hoisted"] = flops["dtp_feedback_hoisted"]
+    out["dtp"]["flops_analytic_feedback_chain"] = flops["dtp_feedback_chain"]
     out["dtp"]["flops_analytic_forward_update"] = flops["dtp_forward_update"]
     out["time_ratio_dtp_bp"] = out["dtp"]["step_s_median"] / out["bp"]["step_s_median"]
     out["flop_ratio_dtp_bp"] = flops["dtp"] / flops["bp"]
@@ -419,6 +453,8 @@ def main(argv):
     overrides["dtp.ldrl_closed_form"] = f.ldrl_closed_form
     if f.feedback_mode:
         overrides["dtp.feedback_mode"] = f.feedback_mode
+    if f.fb_chunk_mib is not None:
+        overrides["dtp.fb_chunk_mib"] = f.fb_chunk_mib
     run(
         configs,
         f.repeats,
@@ -449,6 +485,11 @@ def _define_flags():
         "feedback_mode", "", "dtp.feedback_mode: 'sequential' or 'concurrent' (default: the config's)."
     )
     flags.DEFINE_bool("both_modes", False, "Also time the DTP step in the other feedback mode.")
+    flags.DEFINE_float(
+        "fb_chunk_mib",
+        None,
+        "dtp.fb_chunk_mib: MiB of hoisted terms per chunk (0: automatic; tiny: one iteration per chunk).",
+    )
     flags.DEFINE_string("out", "results/benchmark.json", "Where to write the JSON results.")
 
 

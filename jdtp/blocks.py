@@ -148,8 +148,8 @@ class LinearFeedbackBlock(Block):
     ``feedback_linear`` is linear in G's weights and in its input. Then every
     difference G(a) − G(b) is one linear map of ``feedback_input(a) −
     feedback_input(b)`` (G's bias cancels exactly), and the L-DRL gradient has
-    a closed form (``jdtp.feedback.ldrl_value_and_grad``) built on
-    :meth:`feedback_linear_grads`.
+    a closed form (``jdtp.feedback.ldrl_layer_loss``) built on
+    :meth:`feedback_weight_grads`.
     """
 
     closed_form_ldrl: ClassVar[bool] = True
@@ -163,11 +163,10 @@ class LinearFeedbackBlock(Block):
         """The linear part of G^n, without bias."""
 
     @abc.abstractmethod
-    def feedback_linear_grads(self, params: Params, a: jax.Array, ct: jax.Array) -> Params:
-        """∇ of ⟨ct, feedback_linear(params, a)⟩ w.r.t. every G parameter (zero for biases).
+    def feedback_weight_grads(self, a: jax.Array, ct: jax.Array) -> Params:
+        """∇ of ⟨ct, feedback_linear(params, a)⟩ w.r.t. G's weights (biases left out: their gradient is 0).
 
-        The map is linear in the weights, so this does not depend on ``params``
-        (used only for shapes and dtypes).
+        The map is linear in the weights, so this does not depend on them.
         """
 
     @abc.abstractmethod
@@ -229,9 +228,7 @@ class ConvBlock(LinearFeedbackBlock):
         return (self.pool.out_size(h), self.pool.out_size(w), c)
 
     def forward(self, params, x):
-        # F's convolution is differentiated only outside loops (forward update, BP): its fastest
-        # kernel gradient there differs from the loop-safe one G's convolutions use.
-        h = convs.conv(x, params["kernel"], self.stride, self.padding, convs.outer_impl(self.conv_impl))
+        h = convs.conv(x, params["kernel"], self.stride, self.padding, self.conv_impl)
         if self.use_bias:
             h = h + params["bias"]
         h = activation_fn(self.activation)(h)
@@ -250,13 +247,10 @@ class ConvBlock(LinearFeedbackBlock):
             a, params["kernel"], self.stride, self.padding, self.in_shape[:2], self.conv_impl
         )
 
-    def feedback_linear_grads(self, params, a, ct):
+    def feedback_weight_grads(self, a, ct):
         # By adjointness, ∇_W ⟨ct, convᵀ(a; W)⟩ = ∇_W ⟨a, conv(ct; W)⟩: F's kernel gradient at input ct.
-        grads = {k: jnp.zeros_like(v) for k, v in params.items()}
-        grads["kernel"] = convs.conv_kernel_grad(
-            ct, a, self.kernel_size, self.stride, self.padding, self.conv_impl
-        )
-        return grads
+        k, s, p = self.kernel_size, self.stride, self.padding
+        return {"kernel": convs.conv_kernel_grad(ct, a, k, s, p, self.conv_impl)}
 
     def feedback_bias(self, params):
         return params["bias"] if self.use_bias else None
@@ -328,10 +322,8 @@ class DenseBlock(LinearFeedbackBlock):
     def feedback_linear(self, params, a):
         return (a @ params["kernel"]).reshape(a.shape[0], *self.in_shape)
 
-    def feedback_linear_grads(self, params, a, ct):
-        grads = {k: jnp.zeros_like(v) for k, v in params.items()}
-        grads["kernel"] = a.reshape(a.shape[0], -1).T @ ct.reshape(ct.shape[0], -1)
-        return grads
+    def feedback_weight_grads(self, a, ct):
+        return {"kernel": a.reshape(a.shape[0], -1).T @ ct.reshape(ct.shape[0], -1)}
 
     def feedback_bias(self, params):
         return params["bias"].reshape(self.in_shape) if self.use_bias else None

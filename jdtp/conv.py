@@ -1,4 +1,4 @@
-"""Convolutions on explicit NHWC/HWIO arrays, with the CPU implementations DTP needs (spec §11).
+"""Convolutions on explicit NHWC/HWIO arrays, with the CPU implementations DTP needs.
 
 G's transposed convolution is the exact adjoint of F's convolution with the
 same kernel, so ``G.kernel == F.kernel`` means G's linear part is F's
@@ -8,9 +8,11 @@ transpose. Three implementations compute the same numbers:
 * ``'im2col'``: one matrix product over explicit patches, in both directions.
 * ``'mixed'`` (the CPU default): XLA's forward convolution, the stride-1
   transposed convolution as a forward convolution with the flipped kernel, and
-  kernel gradients as one "row-patch" matrix product behind a
-  ``jax.custom_vjp``, because XLA's CPU kernel gradient is ~30× slower inside
-  the ``lax.scan`` of the L-DRL loop (benchmarks/NOTES.md).
+  kernel gradients behind a ``jax.custom_vjp`` in the fastest form for their
+  shapes (:func:`kernel_grad_impl`: im2col, row patches, the FFT, or XLA's own
+  convolution written in the layout XLA gives it outside loops). XLA's autodiff
+  kernel gradient runs 100-600× slower inside the ``lax.scan`` of the L-DRL
+  loop on CPU; every form chosen here keeps its speed there (benchmarks/NOTES.md).
 """
 
 from __future__ import annotations
@@ -27,15 +29,8 @@ CONV_IMPLS = ("xla", "im2col", "mixed")
 def resolve_conv_impl(impl: str = "auto") -> str:
     """``'auto'`` picks ``'mixed'`` on CPU and XLA's library convolutions elsewhere.
 
-    * ``'xla'``: ``lax.conv_general_dilated`` and its autodiff rules.
-    * ``'im2col'``: one matrix product over explicit patches, in both directions.
-    * ``'mixed'``: XLA's convolution for the forward and (stride 1) transposed
-      convolutions, patches only for kernel gradients, which it routes through
-      a ``jax.custom_vjp``. On the 2-core CPU, XLA's forward conv runs near the
-      matrix-product peak, while its kernel gradient is slow standalone and
-      about 30× slower again inside a ``lax.scan`` body, i.e. the L-DRL loop
-      (benchmarks/NOTES.md). Reverse mode only: forward-mode users (the
-      ``'jvp'`` L-DRL probe) get ``'im2col'`` (:func:`forward_mode_impl`).
+    ``'mixed'`` is reverse-mode only (its kernel gradient is a ``jax.custom_vjp``): forward-mode
+    users (the ``'jvp'`` L-DRL probe) get ``'im2col'`` (:func:`forward_mode_impl`).
     """
     if impl == "auto":
         return "mixed" if jax.default_backend() == "cpu" else "xla"
@@ -58,6 +53,12 @@ def _patches(x: jax.Array, k: int, stride: int, padding: int) -> jax.Array:
 
 
 def _xla_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
+    if x.shape[-1] == 3 and kernel.shape[0] >= 5 and jax.default_backend() == "cpu":
+        # XLA's CPU convolution has a slow path for 3 input channels with 5×5 kernels: a zero
+        # fourth channel (exact: it adds zeros) makes LeNet's conv_0 on RGB images 2× faster
+        # (10.3 → 4.7 ms, benchmarks/NOTES.md, fourth round).
+        x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (0, 1)))
+        kernel = jnp.pad(kernel, ((0, 0), (0, 0), (0, 1), (0, 0)))
     return lax.conv_general_dilated(
         x,
         kernel,
@@ -97,47 +98,6 @@ def _mixed_conv_bwd(stride, padding, res, ct):
 _mixed_conv.defvjp(_mixed_conv_fwd, _mixed_conv_bwd)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _outer_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax.Array:
-    return _xla_conv(x, kernel, stride, padding)
-
-
-def _outer_conv_bwd(stride, padding, res, ct):
-    x, kernel = res
-    dx = conv_transpose(ct, kernel, stride, padding, x.shape[1:3], "mixed")
-    dk = conv_kernel_grad(x, ct, kernel.shape[0], stride, padding, _outer_kernel_grad_impl(x, kernel))
-    return dx, dk
-
-
-def _outer_kernel_grad_impl(x: jax.Array, kernel: jax.Array) -> str:
-    """The fastest kernel gradient *outside* loops, by shape (benchmarks/NOTES.md, third round).
-
-    Measured on the 2-core CPU: im2col for very thin inputs (k²·C_in ≤ 32: SimpleVGG's conv_0,
-    13 ms against 67 ms for XLA's), row patches for wide inputs on large planes (C_in ≥ 64 and
-    ≥ 256 pixels: SimpleVGG's conv_1, 150 ms against 198 ms), XLA's own kernel gradient otherwise
-    (LeNet's conv_1: 21 ms against 83 ms for row patches). Inside a ``lax.scan`` body XLA's kernel
-    gradient is 100-600× slower, which is why G's convolutions keep ``'mixed'``.
-    """
-    k, _, cin, _ = kernel.shape
-    if k * k * cin <= 32:
-        return "im2col"
-    if cin >= 64 and x.shape[1] * x.shape[2] >= 256:
-        return "mixed"
-    return "xla"
-
-
-def outer_impl(impl: str) -> str:
-    """The implementation for convolutions differentiated outside loops (F's forward blocks).
-
-    ``'mixed'`` becomes ``'mixed_outer'``: the same forward and input gradient, with the kernel
-    gradient of :func:`_outer_kernel_grad_impl`; other implementations are unchanged.
-    """
-    return "mixed_outer" if impl == "mixed" else impl
-
-
-_outer_conv.defvjp(_mixed_conv_fwd, _outer_conv_bwd)
-
-
 def conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int, impl: str = "xla") -> jax.Array:
     """Cross-correlation as ``nn.Conv2d``: ``x [B,H,W,Cin]``, ``kernel [k,k,Cin,Cout]``.
 
@@ -145,10 +105,8 @@ def conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int, impl: str =
     explicit patches; ``'mixed'`` runs XLA's convolution with patch-product
     kernel gradients under reverse-mode autodiff (see :func:`resolve_conv_impl`).
     """
-    if impl in ("mixed", "mixed_outer") and x.shape[1] * x.shape[2] < MIXED_MIN_XLA_PIXELS:
+    if impl == "mixed" and x.shape[1] * x.shape[2] < MIXED_MIN_XLA_PIXELS:
         impl = "im2col"
-    if impl == "mixed_outer":
-        return _outer_conv(x, kernel, stride, padding)
     if impl == "im2col":
         k, _, cin, cout = kernel.shape
         return _patches(x, k, stride, padding) @ kernel.reshape(k * k * cin, cout)
@@ -180,18 +138,97 @@ def _kernel_grad_row_patches(x: jax.Array, ct: jax.Array, k: int, padding: int) 
     return g.reshape(k, cin, k, cout).transpose(2, 0, 1, 3)
 
 
+def _kernel_grad_canonical(x: jax.Array, ct: jax.Array, k: int, stride: int, padding: int) -> jax.Array:
+    """:func:`conv_kernel_grad` as the forward convolution XLA itself lowers it to outside loops.
+
+    ∇W[di, dj, c, o] = Σ_{b,i,j} x_pad[b, s·i+di, s·j+dj, c] · ct[b, i, j, o] is a convolution of
+    x with C_in as its batch and the batch as its features, by ct as an H_out × W_out kernel
+    (dilated by the stride) with the batch as its input features. XLA's own kernel gradient
+    (``jax.linear_transpose`` of the convolution) becomes this layout only where layout
+    assignment may insert the transposes, i.e. outside loop bodies; inside a ``lax.scan`` it
+    stays a convolution in a non-canonical layout that runs 100-600× slower on CPU. Written out,
+    it is the same computation (bitwise equal outside loops) and keeps its speed inside them.
+    """
+    xt = x.transpose(3, 1, 2, 0)  # [C_in, H, W, B]
+    ctt = ct.transpose(1, 2, 0, 3)  # [H_out, W_out, B, C_out]: an HWIO kernel
+    g = lax.conv_general_dilated(
+        xt,
+        ctt,
+        window_strides=(1, 1),
+        padding=((padding, padding), (padding, padding)),
+        rhs_dilation=(stride, stride),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )  # [C_in, ≥k, ≥k, C_out]: a stride that does not divide the padded size leaves extra rows
+    return g[:, :k, :k, :].transpose(1, 2, 0, 3)
+
+
+def _kernel_grad_fft(x: jax.Array, ct: jax.Array, k: int, padding: int) -> jax.Array:
+    """Stride-1 :func:`conv_kernel_grad` through the FFT: a cross-correlation of x and ct per channel pair.
+
+    ∇W[·, ·, c, o] = Σ_b corr(x_pad[b, :, :, c], ct[b, :, :, o]) at lags 0 … k−1. With the FFT
+    of size H_pad × W_pad (no wrap-around reaches those lags), that is one matrix product per
+    frequency over the batch, Σ_b X_b(ω) conj(CT_b(ω)), written in real arithmetic, and one
+    inverse FFT. For 5×5 kernels this needs about a fifth of the direct product's FLOPs
+    (LeNet's conv_1: 15.6 ms instead of 28-31 ms on the 2-core CPU, benchmarks/NOTES.md); its
+    rounding error is that of the direct forms (≈ 5e-7 of the largest entry in float32).
+    """
+    _, h, w, cin = x.shape
+    cout = ct.shape[-1]
+    hp, wp = h + 2 * padding, w + 2 * padding
+    # Materialise the operands: XLA would otherwise fuse their producers (e.g. the gather of a
+    # 'set' unpool) into the transposing copies before the FFT, which then run several times slower.
+    x, ct = lax.optimization_barrier((x, ct))
+    xp = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    fx = jnp.fft.rfft2(xp, axes=(1, 2))  # [B, H_pad, W_pad//2+1, C_in]
+    fc = jnp.fft.rfft2(ct, s=(hp, wp), axes=(1, 2))  # [B, H_pad, W_pad//2+1, C_out]
+    # Re(X conj C) = Xr Cr + Xi Ci and Im = Xi Cr − Xr Ci from one real product per frequency.
+    xs = jnp.concatenate([fx.real, fx.imag], -1).transpose(1, 2, 3, 0)  # [H, W', 2C_in, B]
+    cs = jnp.concatenate([fc.real, fc.imag], -1).transpose(1, 2, 0, 3)  # [H, W', B, 2C_out]
+    prod = xs @ cs
+    re = prod[..., :cin, :cout] + prod[..., cin:, cout:]
+    im = prod[..., cin:, :cout] - prod[..., :cin, cout:]
+    g = jnp.fft.irfft2(lax.complex(re, im), s=(hp, wp), axes=(0, 1))
+    return g[:k, :k].astype(x.dtype)
+
+
+def kernel_grad_impl(x_shape: tuple[int, ...], ct_shape: tuple[int, ...], k: int, stride: int) -> str:
+    """The fastest CPU kernel gradient for these shapes (loop-safe; benchmarks/NOTES.md, fourth round).
+
+    ``'im2col'`` for very thin inputs (k²·C_in ≤ 32: the first layer), ``'fft'`` for large
+    kernels (k ≥ 5, C_in ≥ 16, stride 1: LeNet's conv_1), ``'row_patches'`` for wide inputs on
+    larger planes (C_in ≥ 64 and ≥ 64 output pixels, stride 1), ``'canonical'``
+    (:func:`_kernel_grad_canonical`, XLA's own convolution) otherwise.
+    """
+    cin = x_shape[-1]
+    if k * k * cin <= 32:
+        return "im2col"
+    if stride == 1 and k >= 5 and cin >= 16:
+        return "fft"
+    if stride == 1 and cin >= 64 and ct_shape[1] * ct_shape[2] >= 64:
+        return "row_patches"
+    return "canonical"
+
+
 def conv_kernel_grad(
     x: jax.Array, ct: jax.Array, kernel_size: int, stride: int, padding: int, impl: str = "xla"
 ) -> jax.Array:
     """∇_W ⟨ct, conv(x, W)⟩, the kernel gradient of :func:`conv` at input x (HWIO).
 
     Since conv is linear in W this does not depend on W. By adjointness it is
-    also ∇_W ⟨x, conv_transpose(ct, W)⟩.
+    also ∇_W ⟨x, conv_transpose(ct, W)⟩. ``impl='mixed'`` picks the fastest CPU form for the
+    shapes (:func:`kernel_grad_impl`); every form it picks is as fast inside a ``lax.scan``
+    body as outside.
     """
     k, cin, cout = kernel_size, x.shape[-1], ct.shape[-1]
-    if impl == "mixed" and stride == 1 and x.shape[1] * x.shape[2] >= MIXED_MIN_XLA_PIXELS:
+    if impl == "mixed":
+        impl = kernel_grad_impl(x.shape, ct.shape, k, stride)
+    if impl == "row_patches":
         return _kernel_grad_row_patches(x, ct, k, padding)
-    if impl in ("im2col", "mixed"):  # 'mixed': XLA's kernel gradient is the slow op on CPU
+    if impl == "fft":
+        return _kernel_grad_fft(x, ct, k, padding)
+    if impl == "canonical":
+        return _kernel_grad_canonical(x, ct, k, stride, padding)
+    if impl == "im2col":
         patches = _patches(x, k, stride, padding).reshape(-1, k * k * cin)
         return (patches.T @ ct.reshape(-1, cout)).reshape(k, k, cin, cout)
     w_struct = jax.ShapeDtypeStruct((k, k, cin, cout), ct.dtype)

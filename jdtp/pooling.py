@@ -139,6 +139,8 @@ def max_unpool(
     if mode not in UNPOOL_MODES:
         raise ValueError(f"unknown unpool mode {mode!r}; expected one of {UNPOOL_MODES}")
     h, w = out_hw
+    if _tiles(pool, y.shape[1:3], (h, w)):
+        return _unpool_tiled(y, idx, pool, (h, w))
     if mode == "add" or not pool.overlapping:
         return _unpool_add(y, idx, pool, (h, w))
     b, ho, wo, c = y.shape
@@ -152,6 +154,33 @@ def max_unpool(
     gathered = jnp.take_along_axis(y.reshape(b, ho * wo, c), jnp.maximum(winner, 0), axis=1)
     out = jnp.where(winner >= 0, gathered, jnp.zeros((), y.dtype))
     return out.reshape(b, h, w, c)
+
+
+def _tiles(pool: Pool, pooled_hw, out_hw) -> bool:
+    """Windows that tile the plane: no overlap, no padding, every window inside it."""
+    s = pool.stride
+    return (
+        pool.window == s
+        and pool.padding == 0
+        and all(o * s <= n < o * s + s for o, n in zip(pooled_hw, out_hw, strict=True))
+    )
+
+
+def _unpool_tiled(y: jax.Array, idx: jax.Array, pool: Pool, out_hw: tuple[int, int]) -> jax.Array:
+    # Non-overlapping windows (SimpleVGG's 2×2/2): every output position belongs to one window,
+    # so the unpool is an interleave (stack and reshape) of k² selects, both modes alike. Unlike
+    # strided pads, it evaluates y once per output position: XLA fuses y's producer (e.g. the
+    # L-DRL noise) into this, and with one pad per offset it recomputed it k² times (5× slower).
+    h, w = out_hw
+    b, ho, wo, c = y.shape
+    k = pool.window
+    local = _local_from_flat(idx, pool, w)
+    zero = jnp.zeros((), y.dtype)
+    rows = [
+        jnp.stack([jnp.where(local == di * k + dj, y, zero) for dj in range(k)], axis=3) for di in range(k)
+    ]
+    out = jnp.stack(rows, axis=2).reshape(b, ho * k, wo * k, c)  # [b, ho, di, wo, dj, c] → [b, h, w, c]
+    return jnp.pad(out, ((0, 0), (0, h - ho * k), (0, w - wo * k), (0, 0)))
 
 
 def _unpool_add(y: jax.Array, idx: jax.Array, pool: Pool, out_hw: tuple[int, int]) -> jax.Array:

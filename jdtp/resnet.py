@@ -112,7 +112,7 @@ class StemBlock(blk.ConvBlock):
             raise ValueError(f"{self.name}: the ResNet stem has no pool")
 
     def forward(self, params, x):
-        h = convs.conv(x, params["kernel"], self.stride, self.padding, convs.outer_impl(self.conv_impl))
+        h = convs.conv(x, params["kernel"], self.stride, self.padding, self.conv_impl)
         if self.use_bias:
             h = h + params["bias"]
         return _act_and_derivative(self.activation, h, self.feedback_mode == "jacobian")
@@ -193,7 +193,7 @@ class ResidualStage(blk.Block):
         return (*_conv_out(self.in_shape[:2], 3, self.stride, 1), self.planes)
 
     def forward(self, params, x):
-        impl = convs.outer_impl(self.conv_impl)
+        impl = self.conv_impl
         with_deriv = self.feedback_mode == "jacobian"
         derivs = []
         for u in self.units:
@@ -309,10 +309,8 @@ class PoolDenseBlock(blk.LinearFeedbackBlock):
         v = (a @ params["kernel"]) * self._copy_scale
         return jnp.broadcast_to(v[:, None, None, :], (a.shape[0], h, w, c))
 
-    def feedback_linear_grads(self, params, a, ct):
-        grads = {k: jnp.zeros_like(v) for k, v in params.items()}
-        grads["kernel"] = a.T @ jnp.sum(ct, axis=(1, 2)) * self._copy_scale
-        return grads
+    def feedback_weight_grads(self, a, ct):
+        return {"kernel": a.T @ jnp.sum(ct, axis=(1, 2)) * self._copy_scale}
 
     def feedback_bias(self, params):
         return params["bias"]  # (C,) broadcasts over H×W: the bias is added before the copy

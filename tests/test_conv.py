@@ -70,18 +70,29 @@ def test_conv_impls_agree_with_xla_in_jvp_vjp_and_kernel_grad(impl, k, stride, p
         chex.assert_trees_all_close(convs.conv_kernel_grad(x, ct, k, stride, pad, kg_impl), vjp[1], **tol)
 
 
-@pytest.mark.parametrize(
-    "hw,cin,k",
-    [(8, 2, 3), (8, 3, 5), (16, 64, 3), (8, 8, 3)],  # im2col, xla, row patches, xla branches
-)
-def test_outer_kernel_gradient_rules_agree_with_xla(hw, cin, k):
-    """F's convolutions (differentiated outside loops) pick their kernel gradient by shape."""
-    kx, kw, kc = jax.random.split(jax.random.key(4), 3)
-    x = jax.random.normal(kx, (2, hw, hw, cin))
-    w = jax.random.normal(kw, (k, k, cin, 4))
-    ct = jax.random.normal(kc, (2, hw, hw, 4))
+@pytest.mark.parametrize("k,stride,pad", [(5, 1, 2), (3, 1, 1), (3, 2, 1), (1, 2, 0), (3, 2, 0), (4, 2, 1)])
+def test_every_kernel_gradient_form_equals_xla(k, stride, pad):
+    """im2col, row patches (stride 1) and the explicit canonical convolution = XLA's own kernel gradient."""
+    kx, kc = jax.random.split(jax.random.key(4))
+    x = jax.random.normal(kx, (2, 9, 9, 3))
+    ho = (9 + 2 * pad - k) // stride + 1
+    ct = jax.random.normal(kc, (2, ho, ho, 4))
+    ref = convs.conv_kernel_grad(x, ct, k, stride, pad, "xla")
+    forms = ["im2col", "canonical"] + (["row_patches", "fft"] if stride == 1 else [])
+    for form in forms:
+        chex.assert_trees_all_close(
+            convs.conv_kernel_grad(x, ct, k, stride, pad, form), ref, atol=1e-4, rtol=1e-5
+        )
+    # The canonical form is XLA's own computation in the layout XLA gives it outside loops.
+    np.testing.assert_array_equal(
+        jax.jit(lambda a, b: convs.conv_kernel_grad(a, b, k, stride, pad, "canonical"))(x, ct),
+        jax.jit(lambda a, b: convs.conv_kernel_grad(a, b, k, stride, pad, "xla"))(x, ct),
+    )
 
-    def vjp(impl):
-        return jax.vjp(lambda x, w: convs.conv(x, w, 1, k // 2, impl), x, w)[1](ct)
 
-    chex.assert_trees_all_close(vjp(convs.outer_impl("mixed")), vjp("xla"), atol=1e-3, rtol=1e-4)
+def test_kernel_gradient_rule_picks_each_form():
+    assert convs.kernel_grad_impl((2, 32, 32, 3), (2, 32, 32, 32), 3, 1) == "im2col"
+    assert convs.kernel_grad_impl((2, 16, 16, 128), (2, 16, 16, 128), 3, 1) == "row_patches"
+    assert convs.kernel_grad_impl((2, 16, 16, 128), (2, 8, 8, 128), 3, 2) == "canonical"
+    assert convs.kernel_grad_impl((2, 16, 16, 32), (2, 16, 16, 64), 5, 1) == "fft"
+    assert convs.kernel_grad_impl((2, 4, 4, 256), (2, 4, 4, 256), 3, 1) == "canonical"

@@ -182,6 +182,79 @@ def test_jmc_convergence_output_layer(xla_optimized):
     assert float(mt.relative_distance(fwd[3]["kernel"], g["kernel"].T)) < 0.2
 
 
+def _python_loop_reference(block, g, f, x, y, idx, key, num_iters, sigma, tx, **kw):
+    """K SGD steps on jax.value_and_grad(ldrl_loss), one key of split(key, K) each: no hoisting, no scan."""
+    st, losses = tx.init(g), []
+    for k in jax.random.split(key, num_iters):
+        loss, grads = jax.value_and_grad(
+            lambda g_, k=k: feedback.ldrl_loss(block, g_, f, x, y, idx, k, sigma, **kw)
+        )(g)
+        updates, st = tx.update(grads, st, g)
+        g = optax.apply_updates(g, updates)
+        losses.append(loss)
+    return g, st, jnp.stack(losses)
+
+
+@pytest.mark.parametrize("chunk_iters", [1, 3, 7])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "lenet_conv_closed_form",
+        "lenet_dense_closed_form",
+        "lenet_conv_autodiff",
+        "lenet_conv_jvp",
+        "resnet_stage",
+    ],
+)
+def test_hoisted_training_equals_the_per_iteration_loop_in_float64(case, chunk_iters):
+    """Hoisting G-independent terms (any chunking) changes no number: float64, ≤ 1e-10 of a plain loop.
+
+    K = 7 iterations in chunks of 1 (CPU's automatic choice), 3 (an outer scan over two chunks and
+    a shorter last one) or 7 (one chunk, every term computed before the loop).
+    """
+    from jdtp import resnet
+
+    with jax.enable_x64(True):
+        if case == "resnet_stage":
+            net = resnet.resnet18((8, 8, 3), 4, width=4, feedback="adjoint")
+            n, probe, closed = 2, "difference", True
+        else:
+            net = nets.lenet((8, 8, 2), 3, channels=(3, 4), hidden=6)
+            n = 2 if case.startswith("lenet_dense") else 1
+            probe = "jvp" if case.endswith("jvp") else "difference"
+            closed = not case.endswith("autodiff")
+        fwd, fb = nets.init_params(jax.random.key(0), net, jnp.float64)
+        x0 = jax.random.normal(jax.random.key(1), (3, *net.input_shape), jnp.float64)
+        s, idx = tg.forward_pass(net, fwd, x0)
+        block, tx, K, sigma, key = net.blocks[n], optax.sgd(0.05, momentum=0.9), 7, 0.2, jax.random.key(3)
+        args = (block, fb[n], fwd[n], s[n], s[n + 1], idx[n], key)
+        layer = feedback.ldrl_layer_loss(
+            block, fwd[n], s[n], s[n + 1], idx[n], sigma=sigma, probe=probe, closed_form=closed
+        )
+        chunk = feedback.chunk_size(layer, K, chunk_iters * layer.term_bytes / 2**20)
+        assert chunk == chunk_iters
+        got = jax.jit(lambda g: feedback.optimize(layer, g, tx.init(g), tx, key, K, chunk=chunk))(fb[n])
+        ref = _python_loop_reference(*args[:1], fb[n], *args[2:-1], key, K, sigma, tx, probe=probe)
+        moved = max(float(jnp.max(jnp.abs(got[0][k] - fb[n][k]))) for k in fb[n])
+    # The closed form really ran where the case names it.
+    assert (block.closed_form_ldrl and closed and probe == "difference") == case.endswith("closed_form")
+    chex.assert_trees_all_close(got, ref, rtol=1e-10, atol=1e-12)
+    assert moved > 1e-4  # G really trained
+
+
+def test_chunk_size_fits_the_memory_and_is_automatic_on_cpu():
+    block = _dense_block(6, 4)
+    f, _ = nets.init_block(jax.random.key(0), block)
+    x = jax.random.normal(jax.random.key(1), (5, 6))
+    layer = feedback.ldrl_layer_loss(block, f, x, block.forward(f, x)[0], None, sigma=0.1)
+    # One iteration's terms: Δ2 [5, 4] and the constant kernel gradient [4, 6], float32.
+    assert layer.term_bytes == (5 * 4 + 4 * 6) * 4
+    assert feedback.chunk_size(layer, 10, 3.5 * layer.term_bytes / 2**20) == 3
+    assert feedback.chunk_size(layer, 10, 1e-12) == 1
+    assert feedback.chunk_size(layer, 10, 1e6) == 10
+    assert feedback.chunk_size(layer, 10, 0.0) == 1  # automatic, on CPU
+
+
 def test_scan_equals_python_loop():
     net = nets.lenet((8, 8, 2), 3, channels=(3, 4), hidden=6)
     fwd, fb = nets.init_params(jax.random.key(0), net)
@@ -212,8 +285,8 @@ def test_train_feedback_only_trains_g1_to_gn_and_validates_probe():
     txs = feedback.make_fb_optimizers((0.01, 0.01, 0.01))
     states = tuple(tx.init(fb[n + 1]) for n, tx in enumerate(txs))
 
-    def layer_vg(n, f, x, y, aux):
-        return feedback.ldrl_layer_value_and_grad(net.blocks[n], f, x, y, aux, sigma=0.1)
+    def layer_loss(n, f, x, y, aux):
+        return feedback.ldrl_layer_loss(net.blocks[n], f, x, y, aux, sigma=0.1)
 
     new_fb, _, losses = feedback.train_feedback(
         net,
@@ -225,7 +298,7 @@ def test_train_feedback_only_trains_g1_to_gn_and_validates_probe():
         idx,
         jax.random.key(2),
         num_fb_iters=(2, 3, 4),
-        layer_value_and_grad=layer_vg,
+        layer_loss=layer_loss,
     )
     chex.assert_trees_all_equal(new_fb[0], fb[0])  # G^0 is never trained
     assert [l.shape for l in losses] == [(2,), (3,), (4,)]
@@ -238,7 +311,7 @@ def test_train_feedback_only_trains_g1_to_gn_and_validates_probe():
 @pytest.mark.parametrize("unpool_mode", ["set", "add"])
 @pytest.mark.parametrize("conv_impl", ["xla", "mixed"])
 def test_closed_form_ldrl_gradient_equals_autodiff(unpool_mode, conv_impl):
-    """ldrl_value_and_grad (closed form) = jax.value_and_grad(ldrl_loss), every LeNet and VGG layer."""
+    """Closed form with hoisted terms = jax.value_and_grad(ldrl_loss), every LeNet and VGG layer, 2 draws."""
     for net in (
         nets.lenet(channels=(4, 8), hidden=16, conv_impl=conv_impl),
         nets.simple_vgg(channels=(4, 4, 8, 8, 8), conv_impl=conv_impl),
@@ -246,19 +319,21 @@ def test_closed_form_ldrl_gradient_equals_autodiff(unpool_mode, conv_impl):
         fwd, fb = nets.init_params(jax.random.key(0), net)
         s, idx = tg.forward_pass(net, fwd, jax.random.normal(jax.random.key(1), (3, 32, 32, 3)))
         for n in range(1, net.num_blocks):
-            block, key = net.blocks[n], jax.random.key(n)
-            a_clean = block.feedback_input(s[n + 1], idx[n], unpool_mode=unpool_mode)
-            loss, grads = feedback.ldrl_value_and_grad(
-                block, fb[n], fwd[n], s[n], s[n + 1], idx[n], a_clean, key, 0.3, unpool_mode=unpool_mode
+            block, keys = net.blocks[n], jax.random.split(jax.random.key(n), 2)
+            layer = feedback.ldrl_layer_loss(
+                block, fwd[n], s[n], s[n + 1], idx[n], sigma=0.3, unpool_mode=unpool_mode
             )
-            ref_loss, ref_grads = jax.value_and_grad(
-                lambda g, block=block, n=n, key=key: feedback.ldrl_loss(
-                    block, g, fwd[n], s[n], s[n + 1], idx[n], key, 0.3, unpool_mode=unpool_mode
-                )
-            )(fb[n])
-            np.testing.assert_allclose(loss, ref_loss, rtol=1e-4, atol=1e-5)
-            chex.assert_trees_all_close(grads, ref_grads, atol=1e-5, rtol=1e-4)
-            assert not np.any(np.asarray(grads["bias"]))
+            terms = layer.prepare(keys)  # both iterations' G-independent terms at once
+            for i in range(2):
+                loss, grads = layer.value_and_grad(fb[n], jax.tree.map(lambda a, i=i: a[i], terms))
+                ref_loss, ref_grads = jax.value_and_grad(
+                    lambda g, block=block, n=n, k=keys[i]: feedback.ldrl_loss(
+                        block, g, fwd[n], s[n], s[n + 1], idx[n], k, 0.3, unpool_mode=unpool_mode
+                    )
+                )(fb[n])
+                np.testing.assert_allclose(loss, ref_loss, rtol=1e-4, atol=1e-5)
+                chex.assert_trees_all_close(grads, ref_grads, atol=1e-5, rtol=1e-4)
+                assert not np.any(np.asarray(grads["bias"]))
 
 
 @pytest.mark.parametrize("conv_impl", ["mixed", "im2col"])
@@ -325,9 +400,13 @@ def test_reconstruction_training_inverts_an_invertible_linear_layer():
     assert float(losses[-1]) < 0.05 * float(losses[0])
 
 
+@pytest.mark.parametrize("chunk_mib", [0.0, 1e6])
 @pytest.mark.parametrize("arch", ["lenet", "simple_vgg"])
-def test_concurrent_feedback_mode_equals_sequential(arch):
-    """Same keys, same numbers: one loop over max K_n with skipped iterations = one loop per layer."""
+def test_concurrent_feedback_mode_equals_sequential(arch, chunk_mib):
+    """Same keys, same numbers: one loop over max K_n with skipped iterations = one loop per layer.
+
+    chunk_mib: 0 (automatic: one iteration per chunk on CPU) or every layer's terms at once.
+    """
     net = (
         nets.lenet(channels=(4, 8), hidden=16)
         if arch == "lenet"
@@ -340,8 +419,8 @@ def test_concurrent_feedback_mode_equals_sequential(arch):
     txs = feedback.make_fb_optimizers([0.01 * (j + 1) for j in range(n)])
     states = tuple(tx.init(fb[j + 1]) for j, tx in enumerate(txs))
 
-    def layer_vg(m, f, x, y, a):
-        return feedback.ldrl_layer_value_and_grad(net.blocks[m], f, x, y, a, sigma=0.1 * m)
+    def layer_loss(m, f, x, y, a):
+        return feedback.ldrl_layer_loss(net.blocks[m], f, x, y, a, sigma=0.1 * m)
 
     out = {
         mode: jax.jit(
@@ -355,8 +434,9 @@ def test_concurrent_feedback_mode_equals_sequential(arch):
                 aux,
                 jax.random.key(2),
                 num_fb_iters=iters,
-                layer_value_and_grad=layer_vg,
+                layer_loss=layer_loss,
                 mode=mode,
+                chunk_mib=chunk_mib,
             )
         )(fb, states)
         for mode in feedback.FEEDBACK_MODES
@@ -379,6 +459,6 @@ def test_concurrent_feedback_mode_equals_sequential(arch):
             aux,
             jax.random.key(2),
             num_fb_iters=iters,
-            layer_value_and_grad=layer_vg,
+            layer_loss=layer_loss,
             mode="x",
         )

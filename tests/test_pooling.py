@@ -99,6 +99,20 @@ def test_unpool_modes_agree_for_non_overlapping_pools():
     chex.assert_trees_all_close(jnp.where(a != 0, x, 0.0), a)
 
 
+@pytest.mark.parametrize("hw", [8, 9])
+def test_tiled_unpool_equals_the_strided_pad_form(hw):
+    """SimpleVGG's 2×2/2 unpool as an interleave = the dense pad formulation (odd sizes: last row empty)."""
+    pool = pooling.Pool(2, 2, 0)
+    x = jax.random.normal(jax.random.key(1), (2, hw, hw, 3))
+    out, idx = pooling.max_pool_with_indices(x, pool)
+    v = jax.random.normal(jax.random.key(2), out.shape)
+    assert pooling._tiles(pool, out.shape[1:3], (hw, hw))
+    got = pooling.max_unpool(v, idx, pool, (hw, hw), "set")
+    chex.assert_trees_all_equal(got, pooling._unpool_add(v, idx, pool, (hw, hw)))
+    assert int(jnp.sum(got != 0)) == v.size  # every value placed once
+    assert not pooling._tiles(pooling.Pool(3, 2, 1), out.shape[1:3], (hw, hw))
+
+
 def test_pool_jvp_matches_reduce_window():
     """Forward mode through the custom rule (the 'jvp' L-DRL probe differentiates F's pool)."""
     pool = pooling.Pool(3, 2, 1)

@@ -193,7 +193,7 @@ def test_stem_and_head_closed_form_kernel_grads(index):
     a = jax.random.normal(jax.random.key(1), (3, *block.out_shape))
     ct = jax.random.normal(jax.random.key(2), (3, *block.in_shape))
     ref = jax.grad(lambda k: jnp.vdot(ct, block.feedback_linear({**g, "kernel": k}, a)))(g["kernel"])
-    chex.assert_trees_all_close(block.feedback_linear_grads(g, a, ct)["kernel"], ref, atol=1e-4, rtol=1e-4)
+    chex.assert_trees_all_close(block.feedback_weight_grads(a, ct)["kernel"], ref, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("probe", ["jvp", "difference"])

@@ -129,25 +129,31 @@ def test_gradient_matching_needs_symmetric_feedback():
 
 
 def test_gradient_matching_lenet_symmetric(xla_optimized):
-    """LeNet (ELU, overlapping pools) with G = Fᵀ: fc1 < 1°, conv_1 < 5°; conv_0 depends on the unpool mode."""
-    net = nets.lenet()
-    fwd, _ = nets.init_params(jax.random.key(0), net)
-    fwd = tuple({"kernel": p["kernel"], "bias": jnp.zeros_like(p["bias"])} for p in fwd)
-    fb = nets.symmetric_fb_params(net, fwd)
-    x = jax.random.normal(jax.random.key(1), (32, 32, 32, 3))
-    labels = jnp.arange(32) % 10
+    """LeNet (ELU, overlapping pools) with G = Fᵀ: fc1 < 0.1°, conv_1 < 5°; conv_0 depends on the unpool mode.
 
-    @functools.partial(jax.jit, static_argnums=0)
-    def angles(mode, fwd, fb):
-        dtp_g, _ = tg.dtp_forward_grads(net, fwd, fb, x, labels, 0.005, unpool_mode=mode)
-        bp_g, _ = tg.bp_grads(net, fwd, x, labels)
-        return mt.gmp_metrics(net, dtp_g, bp_g, 0.005)[1]
+    In float64: at β = 0.005 the DTP update is a difference of nearly equal activations, and
+    float32 rounding alone moves fc1's angle by a few degrees (e.g. 3.8° with jax 0.10.1),
+    which would hide what this test checks.
+    """
+    with jax.enable_x64(True):
+        net = nets.lenet()
+        fwd, _ = nets.init_params(jax.random.key(0), net, jnp.float64)
+        fwd = tuple({"kernel": p["kernel"], "bias": jnp.zeros_like(p["bias"])} for p in fwd)
+        fb = nets.symmetric_fb_params(net, fwd)
+        x = jax.random.normal(jax.random.key(1), (32, 32, 32, 3), jnp.float64)
+        labels = jnp.arange(32) % 10
 
-    a_set, a_add = angles("set", fwd, fb), angles("add", fwd, fb)
+        @functools.partial(jax.jit, static_argnums=0)
+        def angles(mode, fwd, fb):
+            dtp_g, _ = tg.dtp_forward_grads(net, fwd, fb, x, labels, 0.005, unpool_mode=mode)
+            bp_g, _ = tg.bp_grads(net, fwd, x, labels)
+            return mt.gmp_metrics(net, dtp_g, bp_g, 0.005)[1]
+
+        a_set, a_add = angles("set", fwd, fb), angles("add", fwd, fb)
     print("GMP angles (conv_0, conv_1, fc1, fc2), set:", a_set, "add:", a_add)
     for a in (a_set, a_add):
         assert float(a[3]) < 0.1
-        assert float(a[2]) < 1.0
+        assert float(a[2]) < 0.1
         assert float(a[1]) < 5.0
     # Only conv_0's target goes through G^1's unpool (overlapping 3×3/s2 windows): the exact transpose
     # ('add') brings it close to BP, the reference's scatter-set does not (README "Decisions").

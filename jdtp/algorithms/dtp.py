@@ -25,7 +25,8 @@ class DTP(layerwise.LayerwiseAlgorithm):
         s = sections["dtp"]
         s.probe = "difference"  # 'difference' (reference) or 'jvp' (small-noise limit)
         # L-DRL gradient of the 'difference' probe: closed form (True; 4 instead of 5
-        # linear maps per iteration, see jdtp.feedback.ldrl_value_and_grad) or autodiff.
+        # linear maps per iteration, half of them outside the loop, see
+        # jdtp.feedback.ldrl_layer_loss) or autodiff.
         s.ldrl_closed_form = True
         return sections
 
@@ -36,8 +37,8 @@ class DTP(layerwise.LayerwiseAlgorithm):
         self.probe = section.probe
         self.closed_form = bool(section.ldrl_closed_form)
 
-    def layer_value_and_grad(self, n, f_params, x, y, aux):
-        return feedback.ldrl_layer_value_and_grad(
+    def layer_loss(self, n, f_params, x, y, aux):
+        return feedback.ldrl_layer_loss(
             self.net.blocks[n],
             f_params,
             x,

@@ -9,7 +9,7 @@ L-DRL DTP, vanilla DTP and TP (and their variants) all:
 3. propagate *their* targets with the new G and take one SGD step of the
    forward weights on the layer-local losses (:func:`jdtp.targets.forward_update`).
 
-A subclass states its feedback loss (:meth:`LayerwiseAlgorithm.layer_value_and_grad`)
+A subclass states its feedback loss (:meth:`LayerwiseAlgorithm.layer_loss`)
 and its targets (:meth:`LayerwiseAlgorithm.make_targets`); its config section (named
 after the algorithm) holds β, the per-layer lists and the feedback options.
 """
@@ -44,6 +44,10 @@ def section_defaults() -> ml_collections.ConfigDict:
     # 'sequential' (one loop per layer) or 'concurrent' (one loop over max K_n for all layers;
     # the same numbers, jdtp.feedback.train_feedback)
     c.feedback_mode = "sequential"
+    # Memory (MiB) for one chunk of a layer's G-independent terms (noise, noisy F passes, constant
+    # gradient terms), computed before the loop that uses them (jdtp.feedback.LayerLoss);
+    # 0: automatic (one iteration per chunk on CPU, 1 GiB on accelerators).
+    c.fb_chunk_mib = 0.0
     c.gmp_beta = 0.005  # β of the logged angle between the update / β and the BP gradient (paper Fig. 4)
     return c
 
@@ -61,6 +65,7 @@ class LayerwiseHParams:
     unroll: int
     gmp_beta: float
     feedback_mode: str = "sequential"
+    fb_chunk_mib: float = 0.0
 
 
 def parse_section(section: ml_collections.ConfigDict, prefix: str, net: nets.Network) -> LayerwiseHParams:
@@ -87,6 +92,10 @@ def parse_section(section: ml_collections.ConfigDict, prefix: str, net: nets.Net
     cc.check(section.unroll >= 1, f"{prefix}.unroll={section.unroll}, expected >= 1")
     cc.check(section.gmp_beta > 0, f"{prefix}.gmp_beta={section.gmp_beta}, expected > 0")
     cc.check_one_of(f"{prefix}.feedback_mode", section.feedback_mode, feedback.FEEDBACK_MODES)
+    cc.check(
+        section.fb_chunk_mib >= 0,
+        f"{prefix}.fb_chunk_mib={section.fb_chunk_mib}, expected >= 0 (0: automatic)",
+    )
     return LayerwiseHParams(
         beta=float(section.beta),
         noise_scale=tuple(float(v) for v in lists["noise_scale"]),
@@ -97,6 +106,7 @@ def parse_section(section: ml_collections.ConfigDict, prefix: str, net: nets.Net
         unroll=int(section.unroll),
         gmp_beta=float(section.gmp_beta),
         feedback_mode=section.feedback_mode,
+        fb_chunk_mib=float(section.fb_chunk_mib),
     )
 
 
@@ -123,8 +133,8 @@ class LayerwiseAlgorithm(base.Algorithm):
     # -- what a subclass states ---------------------------------------------
 
     @abc.abstractmethod
-    def layer_value_and_grad(self, n: int, f_params, x, y, aux):
-        """``(g, key) -> (loss, grads)``: G^n's feedback loss on this batch."""
+    def layer_loss(self, n: int, f_params, x, y, aux) -> feedback.LayerLoss:
+        """G^n's feedback loss on this batch, split at what depends on G's weights."""
 
     @abc.abstractmethod
     def make_targets(self, fb_params, labels, beta: float):
@@ -158,9 +168,10 @@ class LayerwiseAlgorithm(base.Algorithm):
             aux,
             key,
             num_fb_iters=self.hp.num_fb_iters,
-            layer_value_and_grad=self.layer_value_and_grad,
+            layer_loss=self.layer_loss,
             unroll=self.hp.unroll,
             mode=self.hp.feedback_mode,
+            chunk_mib=self.hp.fb_chunk_mib,
         )
 
     def feedback_metrics(self, fb_losses) -> dict:

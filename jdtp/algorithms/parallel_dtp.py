@@ -134,23 +134,24 @@ class ParallelDTP(layerwise.LayerwiseAlgorithm):
         """One Adam step of every G^n on its L-DRL loss over the tiled batch; returns (params, opt, losses).
 
         The summed loss's gradient w.r.t. G^n is G^n's own loss gradient, so each layer's gradient is
-        computed on its own, in closed form where the block allows (``feedback.ldrl_layer_value_and_grad``).
+        computed on its own, in closed form where the block allows (``feedback.ldrl_layer_loss``).
         """
         losses, grads = [], []
         fb_trainable = tuple(state.fb_params[1:])
         for n in range(1, self.net.num_blocks):
-            value_and_grad = self.layer_value_and_grad(n, state.fwd_params[n], s[n], s[n + 1], aux[n])
-            loss, g = value_and_grad(fb_trainable[n - 1], jax.random.fold_in(key, n))
+            layer = self.layer_loss(n, state.fwd_params[n], s[n], s[n + 1], aux[n])
+            terms = layer.prepare(jax.random.fold_in(key, n)[None])
+            loss, g = layer.value_and_grad(fb_trainable[n - 1], jax.tree.map(lambda a: a[0], terms))
             losses.append(loss)
             grads.append(g)
         updates, fb_opt_state = self.fb_tx.update(tuple(grads), state.fb_opt_state, fb_trainable)
         fb_params = (state.fb_params[0], *optax.apply_updates(fb_trainable, updates))
         return fb_params, fb_opt_state, jnp.stack(losses)
 
-    def layer_value_and_grad(self, n, f_params, x, y, aux):
+    def layer_loss(self, n, f_params, x, y, aux):
         """G^n's L-DRL loss on the batch tiled ``num_samples`` times (one noise draw per row)."""
         reps = self.hp.num_samples
-        return feedback.ldrl_layer_value_and_grad(
+        return feedback.ldrl_layer_loss(
             self.net.blocks[n],
             f_params,
             tile(x, reps),

@@ -10,8 +10,6 @@ update is the same layer-local loss as DTP (Eq. 6). The reference marks these
 
 from __future__ import annotations
 
-import jax
-
 from jdtp import feedback, targets
 from jdtp.algorithms import layerwise, register
 
@@ -19,13 +17,10 @@ from jdtp.algorithms import layerwise, register
 class _Reconstruction(layerwise.LayerwiseAlgorithm):
     """Layer-wise G trained on the reconstruction loss."""
 
-    def layer_value_and_grad(self, n, f_params, x, y, aux):
+    def layer_loss(self, n, f_params, x, y, aux):
         del y, aux
-        block, sigma = self.net.blocks[n], self.hp.noise_scale[n - 1]
-        return jax.value_and_grad(
-            lambda g, k: feedback.reconstruction_loss(
-                block, g, f_params, x, k, sigma, unpool_mode=self.hp.unpool_mode
-            )
+        return feedback.reconstruction_layer_loss(
+            self.net.blocks[n], f_params, x, sigma=self.hp.noise_scale[n - 1], unpool_mode=self.hp.unpool_mode
         )
 
 
