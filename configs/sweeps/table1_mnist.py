@@ -6,7 +6,7 @@
 
 ``num_epochs`` counts epochs that train the forward weights (s-DDTP adds its 10 feedback-only
 epochs and one after each joint epoch, as its recipe has it). The paper: 40 epochs, 5 seeds.
-The defaults here are the 2-core CPU budget of docs/results (1 epoch, 2 seeds); the runs are
+The defaults here are the 2-core CPU budget of docs/results (3 epochs, 3 seeds); the runs are
 listed in :func:`jdtp.sweep.table1`.
 """
 
