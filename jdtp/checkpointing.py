@@ -1,11 +1,16 @@
-"""Orbax checkpoints, verified on restore: the only module that touches the Orbax API (conventions §3.7).
+"""Orbax checkpoints, verified on restore: the only module that touches the Orbax API.
 
-Every saved step gets a SHA-256 of the state's bytes in ``workdir/checksums.json`` (computed from
-the state in memory when the save starts). :func:`restore_latest_good` restores the newest step
-whose bytes match; a step that cannot be read or does not match (truncated, garbled or missing
-files) is moved, never deleted, to ``workdir/damaged_checkpoints/`` with one warning line, and the
-next older step is tried. Steps saved before checksums existed are accepted when every restored
-value is finite.
+A save is complete when :func:`save` returns: Orbax writes the step, the call waits for it, and
+only then is the step's record added to ``workdir/checksums.json``: the SHA-256 of the state's
+bytes, its structure, and the run's config (so the config a run started with is recoverable
+from any checkpoint). A write that fails raises :class:`CheckpointWriteError` at once naming the
+directory and the cause, and leaves no record for the step; older steps are untouched.
+
+:func:`restore_latest_good` restores the newest step whose bytes match its checksum; a step that
+cannot be read or does not match (truncated, garbled or missing files) is moved, never deleted,
+to ``workdir/damaged_checkpoints/`` with one warning line, and the next older step is tried. A
+step without a checksum (no record, or ``checksums.json`` missing or unreadable) is restored
+*unverified* when every value is finite, and the log says so and why.
 """
 
 from __future__ import annotations
@@ -34,11 +39,23 @@ class CheckpointError(RuntimeError):
     """No intact checkpoint can be restored, or the checkpoints hold a state of another shape."""
 
 
+class CheckpointWriteError(run_files.RunFileError):
+    """A checkpoint could not be written (disk full, file-size limit, permissions)."""
+
+
 class _QuietOrbax(pylogging.Filter):
-    """Orbax logs every checkpoint step at INFO; keep its warnings and errors only."""
+    """Orbax logs every checkpoint step at INFO; keep its warnings and errors only.
+
+    While a save is in flight, Orbax's errors are held back too: a failed save is reported once,
+    by :func:`save`, in one line naming the cause.
+    """
+
+    saving = False
 
     def filter(self, record):
-        return record.levelno >= pylogging.WARNING or "orbax" not in record.pathname
+        if "orbax" not in record.pathname:
+            return True
+        return record.levelno >= pylogging.WARNING and not _QuietOrbax.saving
 
 
 def quiet_orbax_logs() -> None:
@@ -76,18 +93,50 @@ def _workdir(manager: ocp.CheckpointManager) -> str:
     return os.path.dirname(os.fspath(manager.directory))
 
 
-def save(manager: ocp.CheckpointManager, step: int, state, wait: bool = False) -> None:
-    """Save ``state`` at ``step`` (every process must call this) and record its checksum."""
+def read_records(workdir: str) -> tuple[dict, str | None]:
+    """``(checksums.json's records, why they are unusable or None)``."""
+    path = os.path.join(workdir, CHECKSUMS)
+    if not os.path.exists(path):
+        return {}, f"{CHECKSUMS} is missing"
+    records = run_files.read_json(path)
+    if not isinstance(records, dict):
+        return {}, f"{CHECKSUMS} is unreadable"
+    return records, None
+
+
+def _wait(manager: ocp.CheckpointManager) -> None:
+    manager.wait_until_finished()
+
+
+def save(manager: ocp.CheckpointManager, step: int, state, *, config: dict | None = None) -> None:
+    """Save ``state`` at ``step`` (every process must call this), wait for it, then record it.
+
+    Raises:
+      CheckpointWriteError: the step could not be written; no record was added for it.
+    """
     record = {"sha256": state_checksum(state), "structure": structure_signature(state)}
-    manager.save(step, args=ocp.args.StandardSave(state), force=True)
+    if config is not None:
+        record["config"] = config
+    workdir = _workdir(manager)
+    try:
+        with _held_output():
+            manager.save(step, args=ocp.args.StandardSave(state), force=True)
+            _wait(manager)
+    except Exception as e:  # noqa: BLE001 - Orbax and TensorStore raise their own types for OS errors
+        raise CheckpointWriteError(
+            f"could not write checkpoint step {step} to {manager.directory} ({run_files.describe_os_error(e)}); "
+            "free disk space or fix the permissions or file-size limit, then rerun the same command: it "
+            "resumes from the newest complete checkpoint"
+        ) from e
     if jax.process_index() == 0:
-        path = os.path.join(_workdir(manager), CHECKSUMS)
-        sums = run_files.read_json(path) or {}
+        path = os.path.join(workdir, CHECKSUMS)
+        sums, _ = read_records(workdir)
+        kept = run_files.keep_unreadable(path)
+        if kept:
+            logging.warning("%s was unreadable: kept as %s, a new one started", path, kept)
         sums[str(step)] = record
         keep = {str(s) for s in manager.all_steps()} | {str(step)}
         run_files.write_json_atomic(path, {k: v for k, v in sums.items() if k in keep})
-    if wait:
-        manager.wait_until_finished()
 
 
 def _verify(state, expected: str | None) -> str | None:
@@ -157,7 +206,7 @@ def restore_latest_good(manager: ocp.CheckpointManager, init_state, max_to_keep:
     if not steps:
         logging.info("No checkpoint in %s: starting from scratch", manager.directory)
         return manager, init_state, None
-    sums = run_files.read_json(os.path.join(workdir, CHECKSUMS)) or {}
+    sums, unusable = read_records(workdir)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, init_state)
     signature = structure_signature(init_state)
     damaged = []
@@ -180,7 +229,19 @@ def restore_latest_good(manager: ocp.CheckpointManager, init_state, max_to_keep:
                 if damaged:
                     manager.close()
                     manager = make_manager(workdir, max_to_keep)
-                logging.info("Restored checkpoint of step %d from %s (verified)", step, manager.directory)
+                if record.get("sha256"):
+                    logging.info(
+                        "Restored checkpoint of step %d from %s (SHA-256 verified)", step, manager.directory
+                    )
+                else:
+                    why = unusable or f"{CHECKSUMS} has no record of step {step}"
+                    logging.warning(
+                        "Restored checkpoint of step %d from %s UNVERIFIED: %s, so its bytes could not be "
+                        "compared (every value is finite)",
+                        step,
+                        manager.directory,
+                        why,
+                    )
                 return manager, state, step
         damaged.append(step)
         if jax.process_index() == 0:
@@ -198,3 +259,59 @@ def restore_latest_good(manager: ocp.CheckpointManager, init_state, max_to_keep:
 def wait_and_close(manager: ocp.CheckpointManager) -> None:
     manager.wait_until_finished()
     manager.close()
+
+
+def close_quietly(manager: ocp.CheckpointManager) -> None:
+    """Close after a failure: errors of an unfinished save are already reported; don't add more."""
+    with _held_output(keep=False):
+        try:
+            manager.close()
+        except Exception:  # noqa: BLE001 - the failure that stopped the run is the one reported
+            pass
+
+
+# Set by ``jdtp.main --debug``: pass Orbax's own error output through instead of holding it back.
+SHOW_ORBAX_ERRORS = False
+
+
+@contextlib.contextmanager
+def _held_output(keep: bool | None = None):
+    """Hold back what Orbax and TensorStore print (fd 2, their loggers) during a save or a close.
+
+    A failed write makes them print hundreds of lines (each background thread's traceback, and
+    TensorStore callbacks into a closed event loop) from threads and C++; the failure is reported
+    once instead. What was held back is passed on when the block succeeds (``keep=None``) or when
+    ``keep`` is True, else dropped; with :data:`SHOW_ORBAX_ERRORS` nothing is held back.
+    """
+    if SHOW_ORBAX_ERRORS:
+        yield
+        return
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    held = tempfile.TemporaryFile(mode="w+b")
+    os.dup2(held.fileno(), 2)
+    _QuietOrbax.saving = True
+    ok = False
+    try:
+        with _quiet_unraisable():
+            yield
+        ok = True
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        _QuietOrbax.saving = False
+        if keep or (keep is None and ok):
+            held.seek(0)
+            data = held.read()
+            if data:
+                os.write(2, data)
+        held.close()
+
+
+def is_verified(workdir: str, step: int | None) -> bool:
+    """Whether ``checksums.json`` holds a checksum for ``step`` (what a restore of it compared)."""
+    sums, _ = read_records(workdir)
+    return step is not None and bool((sums.get(str(step)) or {}).get("sha256"))

@@ -16,9 +16,10 @@ a run that is already complete reports its stored result and trains nothing.
   --distributed             multi-host runs: jax.distributed.initialize() first
   --debug                   tracebacks instead of one-line errors
 
-exit codes: 0 done or already complete, 1 error, 2 bad command line, 75 preempted (rerun to resume)
+exit codes: 0 done or already complete, 1 error, 2 bad command line, 75 stopped by SIGTERM
+(preempted), 130 stopped by Ctrl-C (both save a checkpoint first; rerun to resume)
 
-This module is thin on purpose (conventions §3.1): flags, optional ``jax.distributed``
+This module is thin on purpose: flags, optional ``jax.distributed``
 initialisation, then :func:`jdtp.train.train_and_evaluate`. Errors in the command line, the
 config or the workdir end in one logged line naming the cause and the fix (``--debug`` shows
 the traceback). ``--help`` prints this text through absl's ``app.usage``.
@@ -44,18 +45,47 @@ flags.DEFINE_bool("debug", False, "Show tracebacks instead of one-line errors.")
 HELP_FLAGS = ("-h", "--help", "-help", "--helpshort", "--helpfull")
 
 
+def _unknown_key_message(text: str, argv) -> str | None:
+    """``unknown config key 'dtp.betta' (--config.dtp.betta=0.3); did you mean 'dtp.beta'?``, or None.
+
+    ml_collections raises ``KeyError("'betta'\\nDid you mean \\"beta\\" instead of \\"betta\\"?")``
+    (or an AttributeError naming the key) for an override of a key the config lacks; the
+    message names only the last part of the key, so the full key comes from the command line.
+    """
+    text = text.encode().decode("unicode_escape") if "\\" in text else text
+    name = re.search(r"'([A-Za-z_][\w]*)'", text)
+    if not name:
+        return None
+    key = name.group(1)
+    given = next(
+        (
+            a.split("=", 1)[0][len("--config.") :]
+            for a in argv
+            if a.startswith("--config.") and a.split("=", 1)[0].split(".")[-1] == key
+        ),
+        None,
+    )
+    full = given or key
+    suggestion = re.search(r'Did you mean "([^"]+)"', text)
+    hint = ""
+    if suggestion:
+        prefix = full.rsplit(".", 1)[0] + "." if "." in full else ""
+        hint = f"; did you mean '{prefix}{suggestion.group(1)}'?"
+    where = f" (--config.{full}=...)" if given else ""
+    return f"unknown config key '{full}'{where}{hint} (list the keys with --show_config)"
+
+
 def _explain_flag_error(e: Exception, argv) -> str:
     """One line for what went wrong while parsing the command line."""
     text = str(e)
-    key = re.search(r"AttributeError: \"?'([^']+)'", text) or re.search(r"^\"?'([^']+)'\"?$", text)
-    if isinstance(e, AttributeError | KeyError) or key:
-        name = key.group(1) if key else text.strip("'\"")
-        given = [a for a in argv if a.startswith("--config.") and f".{name}" in a.split("=", 1)[0]]
-        where = f" ({given[0]})" if given else ""
-        return (
-            f"unknown config key {name!r}{where}; list the keys with --show_config "
-            "(see python -m jdtp.main --help)"
-        )
+    if (
+        isinstance(e, AttributeError | KeyError)
+        or "Did you mean" in text
+        or re.search(r"^\"?'[^']+'\"?$", text)
+    ):
+        message = _unknown_key_message(text, argv)
+        if message:
+            return message
     if "No such file or directory" in text or "Attempted" in text:
         path = re.search(r"Attempted \[[^\]]*\]:\s*(\S+)", text)
         shown = (
@@ -124,31 +154,32 @@ def main(argv):
     problem = None if FLAGS.distributed else _check_workdir(FLAGS.workdir)  # before JAX starts
     if problem:
         _fail(problem, 1)
+    import logging as pylogging
+
     import jax
 
     from jdtp import checkpointing
 
     checkpointing.quiet_orbax_logs()
+    checkpointing.SHOW_ORBAX_ERRORS = FLAGS.debug
+    # JAX logs each accelerator backend it fails to find (e.g. "Unable to initialize backend
+    # 'tpu'") at INFO on every start: not news on a machine without one.
+    pylogging.getLogger("jax._src.xla_bridge").setLevel(pylogging.WARNING)
     if FLAGS.distributed:
         jax.distributed.initialize()  # before any device query
         problem = _check_workdir(FLAGS.workdir) if jax.process_index() == 0 else None
         if problem:
             _fail(problem, 1)
-    from jdtp import config_base, input_pipeline, preemption, train
+    from jdtp import config_base, input_pipeline, preemption, run_files, train
 
-    logging.info(
-        "JAX %s, process %d/%d, devices: %s",
-        jax.__version__,
-        jax.process_index(),
-        jax.process_count(),
-        jax.devices(),
-    )
-    logging.info("Config:\n%s", FLAGS.config)
     errors = (
         config_base.ConfigError,
         input_pipeline.DatasetNotFoundError,
         train.NonFiniteError,
         checkpointing.CheckpointError,
+        run_files.RunFileError,  # a failed write: checkpoint, metrics, results
+        run_files.WorkdirBusyError,
+        run_files.DamagedMetricsError,
     )
     try:
         results = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
@@ -156,9 +187,13 @@ def main(argv):
         if FLAGS.debug:
             raise
         _fail(f"{e} ({type(e).__name__})", 1)
-    if results["preempted"]:
-        logging.warning("Preempted at step %d; rerun the same command to resume.", results["steps"])
-        sys.exit(preemption.EXIT_CODE)
+    except KeyboardInterrupt as e:  # Ctrl-C before the loop, or a second one during it
+        if FLAGS.debug:
+            raise
+        why = str(e) or "Ctrl-C before training started"
+        _fail(f"{why}; rerun the same command to resume", preemption.EXIT_CODE_SIGINT)
+    if results["preempted"]:  # train logged where it stopped and how to resume
+        sys.exit(preemption.exit_code(results.get("stop_signal")))
     acc = results["final_test_accuracy"]
     logging.info(
         "%s: %s %s on %s, %d steps, final %s accuracy %.4f, wall time %.1f s",

@@ -93,6 +93,7 @@ def export_npz(path: str, data_dir: str) -> None:
         return
     xtr, ytr = datasets.load_split("fashion_mnist", "train", data_dir, download=False)
     xte, yte = datasets.load_split("fashion_mnist", "test", data_dir, download=False)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = path + ".tmp.npz"
     np.savez(tmp, xtr=xtr, ytr=ytr, xte=xte, yte=yte)
     os.replace(tmp, path)

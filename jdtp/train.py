@@ -9,6 +9,7 @@ the end.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -63,7 +64,10 @@ class MetricWriter:
         elif resume_step is None and os.path.exists(self.path):
             # A restart from scratch (no usable checkpoint): keep the old log, never delete it.
             kept = self.path.replace(".jsonl", time.strftime(".%Y%m%d-%H%M%S.jsonl"))
-            os.replace(self.path, kept)
+            try:
+                os.replace(self.path, kept)
+            except OSError as e:
+                raise run_files.write_failed(kept, e) from e
             logging.warning("Starting over: the earlier %s is kept as %s", run_files.METRICS, kept)
         try:
             from tensorboardX import SummaryWriter
@@ -78,8 +82,7 @@ class MetricWriter:
         if not self.active:
             return
         record = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        run_files.append_line(self.path, json.dumps(record))
         if self._tb is not None:
             for k, v in scalars.items():
                 self._tb.add_scalar(k, float(v), int(step))
@@ -98,15 +101,17 @@ def _check_finite(
 ) -> None:
     """Raise :class:`NonFiniteError` naming the first non-finite metric or parameter.
 
-    ``ckpts`` is ``(restored_step, last_saved_step)``: the message names the verified checkpoint
-    the run started from and the newest one it saved (both finite when saved).
+    ``ckpts`` is ``(restored_step, last_saved_step, restored_verified)``: the message names the
+    checkpoint the run started from (and whether its checksum was compared) and the newest one it
+    saved (both finite when saved).
     """
     bad = [k for k, v in scalars.items() if not np.isfinite(v)]
-    restored, saved = ckpts
+    restored, saved, verified = ckpts
     start = (
         "started from scratch"
         if restored is None
-        else f"resumed from checkpoint step {restored}, checksum verified"
+        else f"resumed from checkpoint step {restored}, "
+        + ("checksum verified" if verified else "unverified: no checksum to compare")
     )
     newest = "no checkpoint saved since" if saved in (None, restored) else f"newest checkpoint: step {saved}"
     where = f"this run {start}; {newest}"
@@ -169,40 +174,75 @@ def train_and_evaluate(
     net = build_network(config, info)
     # The algorithm validates its own sections before any data is loaded or anything is written.
     algorithms.create(config, net, steps_per_epoch=1)
-    stored = _check_stored_config(config, workdir)
-    done = run_files.read_results(workdir)
-    if done is not None and stored is not None:
-        _, harmless = run_files.config_differences(stored, config.to_dict(), _defaults(config))
-        if not {"num_epochs", "num_train_steps"} & set(harmless):
-            logging.info(
-                "%s already holds a complete run (%d steps, final %s accuracy %.4f): nothing to do",
-                workdir,
-                done["steps"],
-                done["eval_set"],
-                done["final_test_accuracy"],
-            )
-            return {**done, "already_complete": True}
-    with jax.default_matmul_precision(config.matmul_precision):
-        ds = input_pipeline.load_dataset(config.data)
-        spe = input_pipeline.steps_per_epoch(ds.num_train, int(config.data.batch_size))
-        algo = algorithms.create(config, net, spe)
-        with algo.precision_context():
-            return _train_and_evaluate(config, workdir, callbacks, algo, ds, info, t_start)
+    logging.info(
+        "JAX %s, process %d/%d, devices: %s",
+        jax.__version__,
+        jax.process_index(),
+        jax.process_count(),
+        jax.devices(),
+    )
+    logging.info("Config:\n%s", config)
+    lock = run_files.WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
+    with lock:
+        stored = _check_stored_config(config, workdir)
+        done = run_files.read_results(workdir)
+        if done is not None and stored is not None:
+            _, harmless = run_files.config_differences(stored, config.to_dict(), _defaults(config))
+            if not {"num_epochs", "num_train_steps"} & set(harmless):
+                logging.info(
+                    "%s already holds a complete run (%d steps, final %s accuracy %.4f): nothing to do",
+                    workdir,
+                    done["steps"],
+                    done["eval_set"],
+                    done["final_test_accuracy"],
+                )
+                return {**done, "already_complete": True}
+        with jax.default_matmul_precision(config.matmul_precision):
+            ds = input_pipeline.load_dataset(config.data)
+            spe = input_pipeline.steps_per_epoch(ds.num_train, int(config.data.batch_size))
+            algo = algorithms.create(config, net, spe)
+            with algo.precision_context():
+                return _train_and_evaluate(config, workdir, callbacks, algo, ds, info, t_start)
 
 
 def _check_stored_config(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
-    """Compare with the ``config.json`` the run started with; a defining change stops the run.
+    """Compare with the config the run started with; a defining change stops the run.
+
+    The stored config comes from ``config.json``, or, when that is missing or unreadable, from
+    the newest checkpoint record or result that holds it (``config.json`` is then rebuilt, an
+    unreadable one kept aside): a damaged ``config.json`` never turns the check off.
 
     Returns:
       The stored config (``None`` for a new run).
 
     Raises:
       config_base.ConfigError: keys that define the run (model, algorithm, hyperparameters, data,
-        seed) differ and ``config.allow_config_change`` is False.
+        seed) differ and ``config.allow_config_change`` is False; or the workdir holds a run whose
+        config is nowhere to be found.
     """
-    stored = run_files.read_json(os.path.join(workdir, run_files.CONFIG))
+    path = os.path.join(workdir, run_files.CONFIG)
+    records, _ = checkpointing.read_records(workdir)
+    stored, source = run_files.recover_config(workdir, records)
+    is_main = jax.process_index() == 0
     if stored is None:
+        if _holds_a_run(workdir) and not config.allow_config_change:
+            state = "unreadable" if os.path.exists(path) else "missing"
+            raise config_base.ConfigError(
+                f"{path} is {state} and no checkpoint record or result in {workdir} holds the run's config, so "
+                "a change of config cannot be checked; restore config.json, or pass "
+                "--config.allow_config_change=True to continue this run with this config"
+            )
         return None
+    if source != run_files.CONFIG and is_main:
+        kept = run_files.keep_unreadable(path)
+        run_files.write_json_atomic(path, stored)
+        logging.warning(
+            "%s was %s: rebuilt from %s%s",
+            path,
+            "unreadable" if kept else "missing",
+            source,
+            f" (the unreadable file is kept as {kept})" if kept else "",
+        )
     defining, harmless = run_files.config_differences(stored, config.to_dict(), _defaults(config))
     if defining and not config.allow_config_change:
         flat_old, flat_new = run_files.flatten(stored), run_files.flatten(config.to_dict())
@@ -217,6 +257,14 @@ def _check_stored_config(config: ml_collections.ConfigDict, workdir: str) -> dic
     if defining or harmless:
         logging.warning("Config changes against %s: %s", run_files.CONFIG, ", ".join(defining + harmless))
     return stored
+
+
+def _holds_a_run(workdir: str) -> bool:
+    """Whether ``workdir`` holds checkpoints or results of a run (whose config must be checked)."""
+    ckpt = os.path.join(workdir, "checkpoints")
+    has_steps = os.path.isdir(ckpt) and any(name.isdigit() for name in os.listdir(ckpt))
+    names = os.listdir(workdir) if os.path.isdir(workdir) else []
+    return has_steps or any(n.startswith("results") and n.endswith(".json") for n in names)
 
 
 def _defaults(config: ml_collections.ConfigDict) -> dict:
@@ -268,43 +316,50 @@ def _train_and_evaluate(config, workdir, callbacks, algo, ds, info, t_start):
 
     os.makedirs(workdir, exist_ok=True)
     manager = checkpointing.make_manager(workdir, int(config.max_checkpoints_to_keep))
-    manager, state, restored = checkpointing.restore_latest_good(
-        manager, state, int(config.max_checkpoints_to_keep)
-    )
-    start_step = int(state.step)
-    is_main = jax.process_index() == 0
-    writer = MetricWriter(workdir, restored, is_main)
-    if restored is None:
-        writer.write_hparams(config)
-    if is_main and not os.path.exists(os.path.join(workdir, run_files.CONFIG)):
-        run_files.write_json_atomic(os.path.join(workdir, run_files.CONFIG), config.to_dict())
-    wall_before = run_files.cumulative_wall_time(workdir, restored)
-    names = net.block_names
-    logging.info(
-        "%s on %s (%s): %d train / %d eval examples, batch %d, %d steps/epoch, steps %d -> %d, %d device(s)",
-        algo.name.upper(),
-        info.name,
-        net.name,
-        ds.num_train,
-        ds.num_eval,
-        batch_size,
-        steps_per_epoch,
-        start_step,
-        num_steps,
-        mesh.devices.size,
-    )
+    writer = None
+    failed = True
+    try:
+        manager, state, restored = checkpointing.restore_latest_good(
+            manager, state, int(config.max_checkpoints_to_keep)
+        )
+        start_step = int(state.step)
+        is_main = jax.process_index() == 0
+        verified = checkpointing.is_verified(workdir, restored)
+        writer = MetricWriter(workdir, restored, is_main)
+        if restored is None:
+            writer.write_hparams(config)
+        if is_main and not os.path.exists(os.path.join(workdir, run_files.CONFIG)):
+            run_files.write_json_atomic(os.path.join(workdir, run_files.CONFIG), config.to_dict())
+        wall_before = run_files.cumulative_wall_time(workdir, restored)
+        names = net.block_names
+        logging.info(
+            "%s on %s (%s): %d train / %d eval examples, batch %d, %d steps/epoch, steps %d -> %d, %d device(s)",
+            algo.name.upper(),
+            info.name,
+            net.name,
+            ds.num_train,
+            ds.num_eval,
+            batch_size,
+            steps_per_epoch,
+            start_step,
+            num_steps,
+            mesh.devices.size,
+        )
 
-    last_ckpt = restored
-    eval_metrics: dict[str, float] = {}
-    preempted = False
-    t_log, step_at_log = time.time(), start_step
-    train_time = 0.0
-    logging.info("Compiling the train step (the first step takes longer)...")
-    with preemption.Preemption() as sigterm:
-        step = start_step
-        try:
+        last_ckpt = restored
+        eval_metrics: dict[str, float] = {}
+        preempted = False
+        t_log, step_at_log = time.time(), start_step
+        train_time = 0.0
+        step_seconds: list[float] = []  # recent step times, for the wait a stop signal announces
+        logging.info("Compiling the train step (the first step takes longer)...")
+        with preemption.Preemption() as stopper:
+            step = start_step
             while step < num_steps:
                 t0 = time.time()
+                stopper.note_step(
+                    step, sorted(step_seconds)[len(step_seconds) // 2] if step_seconds else None, last_ckpt
+                )
                 local = input_pipeline.get_train_batch(
                     ds, step, batch_size, data_seed, jax.process_index(), jax.process_count()
                 )
@@ -319,7 +374,9 @@ def _train_and_evaluate(config, workdir, callbacks, algo, ds, info, t_start):
                     scalars = algo.scalars(jax.device_get(metrics), phase)
                     scalars["train/lr"] = algo.learning_rate(step - 1)
                     scalars["epoch"] = epoch_float
-                    _check_finite(step, scalars, state, net, (restored, last_ckpt), algo.divergence_hint)
+                    _check_finite(
+                        step, scalars, state, net, (restored, last_ckpt, verified), algo.divergence_hint
+                    )
                     elapsed = time.time() - t_log
                     rate = (step - step_at_log) * batch_size / max(elapsed, 1e-9)
                     eta = (num_steps - step) * elapsed / max(step - step_at_log, 1)
@@ -366,24 +423,33 @@ def _train_and_evaluate(config, workdir, callbacks, algo, ds, info, t_start):
                 for cb in callbacks:
                     cb(step, state)
                 train_time += time.time() - t0
+                if step > start_step + 1:  # the first step compiles
+                    step_seconds = (step_seconds + [time.time() - t0])[-20:]
 
-                stop = sigterm.agreed()  # the same answer on every process
+                stop = stopper.agreed()  # the same answer on every process
                 if step % int(config.checkpoint_every_steps) == 0 or step == num_steps or stop:
-                    _check_finite(step, {}, state, net, (restored, last_ckpt), algo.divergence_hint)
-                    checkpointing.save(manager, step, state, wait=stop)
+                    _check_finite(step, {}, state, net, (restored, last_ckpt, verified), algo.divergence_hint)
+                    checkpointing.save(manager, step, state, config=config.to_dict())
                     last_ckpt = step
                     if is_main:
                         run_files.record_wall_time(workdir, step, wall_before + time.time() - t_start)
                 if stop and step < num_steps:
                     preempted = True
                     logging.warning(
-                        "Stopped by SIGTERM at step %d; rerun with the same workdir to resume", step
+                        "Stopped by %s at step %d (checkpoint saved); rerun the same command to resume",
+                        stopper.signal_name or "a signal on another process",
+                        step,
                     )
                     break
             if not preempted and not eval_metrics:  # nothing left to train (e.g. resumed at the end)
                 eval_metrics = evaluate(eval_step, state, ds, config, mesh)
-        finally:
+        failed = False
+    finally:
+        if failed:  # the error in flight is the one to report: close without adding others
+            checkpointing.close_quietly(manager)
+        else:
             checkpointing.wait_and_close(manager)
+        if writer is not None:
             writer.close()
 
     results = {
@@ -399,6 +465,7 @@ def _train_and_evaluate(config, workdir, callbacks, algo, ds, info, t_start):
         "epochs": step / steps_per_epoch,
         "forward_epochs": algo.forward_epochs(int(step)),  # epochs that trained the forward weights
         "preempted": preempted,
+        "stop_signal": stopper.signal_name if preempted else None,
         "complete": not preempted and int(step) >= num_steps,
         "wall_time_s": wall_before + time.time() - t_start,  # over all segments of a resumed run
         "segment_wall_time_s": time.time() - t_start,
@@ -409,6 +476,9 @@ def _train_and_evaluate(config, workdir, callbacks, algo, ds, info, t_start):
         "config": config.to_dict(),
     }
     if is_main and results["complete"]:
+        unreadable = run_files.keep_unreadable(os.path.join(workdir, run_files.RESULTS))
+        if unreadable:
+            logging.warning("%s was unreadable: kept as %s", run_files.RESULTS, unreadable)
         kept = run_files.set_aside_results(workdir, start_step) if start_step else None
         if kept:
             logging.info("The earlier result of this workdir is kept as %s", kept)

@@ -50,14 +50,19 @@ if kind == "kill_at":
 elif kind == "sigterm_at":
     callbacks.append(lambda step, state: os.kill(os.getpid(), signal.SIGTERM) if step == at else None)
 elif kind == "kill_in_checkpoint":
-    real_save = checkpointing.save
+    real_save, real_wait = checkpointing.save, checkpointing._wait
+    saving = {}
 
-    def save(manager, step, state, wait=False):
-        real_save(manager, step, state, wait=False)
-        if step == at:  # Orbax is still writing this step in the background
+    def save(manager, step, state, **kw):
+        saving["step"] = step
+        real_save(manager, step, state, **kw)
+
+    def wait(manager):
+        if saving.get("step") == at:  # Orbax is still writing this step in the background
             _kill()
+        real_wait(manager)
 
-    checkpointing.save = save
+    checkpointing.save, checkpointing._wait = save, wait
 elif kind == "kill_in_metrics":
     real_write = train.MetricWriter.write
 

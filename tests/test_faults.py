@@ -101,12 +101,20 @@ def _damage(path, how):
         os.remove(path)
 
 
-@pytest.mark.parametrize("how", ["truncate", "garble", "delete"])
+@pytest.mark.parametrize("how", ["truncate", "garble", "delete", "swap"])
 def test_damaged_checkpoint_is_set_aside_and_the_previous_step_used(tmp_path, straight, how):
+    """``swap``: step 4's files replaced by step 2's, readable but not the bytes step 4 saved:
+    only the checksum comparison can tell (the other kinds of damage fail to read)."""
+    import shutil
+
     stopped = _run(tmp_path, "sigterm_at:4")
     assert stopped.returncode == preemption.EXIT_CODE, stopped.stderr[-2000:]
     step_dir = tmp_path / "checkpoints" / "4"
-    if how == "delete":
+    if how == "swap":
+        shutil.rmtree(step_dir / "default")
+        shutil.copytree(tmp_path / "checkpoints" / "2" / "default", step_dir / "default")
+        target = None
+    elif how == "delete":
         target = glob.glob(str(step_dir / "default" / "**" / "manifest.ocdbt"), recursive=True)[0]
     else:  # the largest data file holds the parameters
         files = [
@@ -115,11 +123,14 @@ def test_damaged_checkpoint_is_set_aside_and_the_previous_step_used(tmp_path, st
             if os.path.isfile(f)
         ]
         target = max(files, key=os.path.getsize)
-    _damage(target, how)
+    if target:
+        _damage(target, how)
     resumed = _run(tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     warnings = [line for line in resumed.stderr.splitlines() if "is damaged" in line]
     assert len(warnings) == 1 and "step 4" in warnings[0], resumed.stderr[-3000:]
+    if how == "swap":
+        assert "do not match the checksum" in warnings[0]
     assert "Restored checkpoint of step 2" in resumed.stderr
     assert os.listdir(tmp_path / checkpointing.DAMAGED_DIR)  # kept, not deleted
     _assert_same_as_straight(tmp_path, straight)
@@ -136,6 +147,9 @@ def test_rerun_of_a_finished_run_keeps_its_result(tmp_path, straight):
     assert _run(tmp_path, "none", "log_every_steps=2").returncode == 0
     changed = _run(tmp_path, "none", "dtp.beta=0.25")
     assert changed.returncode != 0 and "dtp.beta: 0.5 -> 0.25" in changed.stderr
+    # The forward optimizer's settings define the run too.
+    changed = _run(tmp_path, "none", "optim.lr=0.02")
+    assert changed.returncode != 0 and "optim.lr: 0.01 -> 0.02" in changed.stderr
     assert path.read_bytes() == before
 
 

@@ -38,7 +38,7 @@ def test_help_lists_overrides_variants_and_where_keys_live():
         (
             ["--config=configs/lenet_mnist.py", "--workdir=W", "--config.dtp.nonsense=1"],
             2,
-            "unknown config key 'nonsense'",
+            "unknown config key 'dtp.nonsense'",
         ),
         (["--config=configs/nope.py", "--workdir=W"], 2, "config file 'configs/nope.py' not found"),
         (

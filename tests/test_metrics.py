@@ -88,3 +88,49 @@ def test_top_k_accuracy():
     assert float(mt.accuracy(logits, labels)) == 0.0
     assert float(mt.top_k_accuracy(logits, labels, 2)) == 0.5
     assert float(mt.top_k_accuracy(logits, labels, 3)) == 1.0
+
+
+def test_gmp_pairs_each_layer_with_its_own_bp_gradient_where_layers_share_a_shape():
+    """Through the algorithm interface (make_gmp_fn): layers 1 and 2 have the same shape, so pairing
+    a layer's update with another layer's gradient would go unnoticed by shapes; here each angle
+    is recomputed independently (float64 NumPy, BP gradient by jax.grad of a plain forward)."""
+    from helpers import tiny_config
+
+    from jdtp import algorithms
+
+    net = nets.Network(
+        "mlp",
+        (
+            blk.DenseBlock("d0", (6,), 8, "elu"),
+            blk.DenseBlock("d1", (8,), 8, "elu"),
+            blk.DenseBlock("d2", (8,), 8, "elu"),
+            blk.DenseBlock("d3", (8,), 3, "identity"),
+        ),
+    )
+    config = tiny_config(**{"dtp.gmp_beta": 0.01})
+    algo = algorithms.create(config, net, steps_per_epoch=4)
+    state = algo.init_state(jax.random.key(0))
+    # G = Fᵀ: every layer's update is close to its own BP gradient, far from the other's.
+    state = state.replace(fb_params=nets.symmetric_fb_params(net, state.fwd_params))
+    x = jax.random.normal(jax.random.key(1), (16, 6))
+    labels = jnp.arange(16) % 3
+    _, angles = algorithms.make_gmp_fn(algo)(state.fwd_params, state.fb_params, x, labels)
+
+    update, nudge = algo.gmp_update(state.fwd_params, state.fb_params, x, labels)
+
+    def loss(fwd):
+        h = x
+        for block, p in zip(net.blocks, fwd, strict=True):
+            h, _ = block.forward(p, h)
+        return jnp.mean(-jax.nn.log_softmax(h)[jnp.arange(16), labels])
+
+    bp = jax.grad(loss)(state.fwd_params)
+
+    def np_angle(a, b):
+        a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+        return np.degrees(np.arccos(np.clip(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-8), -1, 1)))
+
+    want = [np_angle(update[n]["kernel"] / nudge, bp[n]["kernel"]) for n in range(4)]
+    np.testing.assert_allclose(np.asarray(angles), want, atol=0.05)
+    crossed = np_angle(update[1]["kernel"] / nudge, bp[2]["kernel"])
+    assert max(want) < 20.0 and crossed > 60.0, (want, crossed)  # the wrong pairing would show

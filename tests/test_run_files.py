@@ -26,7 +26,7 @@ def test_read_metrics_drops_a_half_written_last_line_only(tmp_path):
     run_files.truncate_metrics(str(path), 1)
     assert path.read_text() == '{"step": 1}\n'
     path.write_text('{"step": 1}\n{"ste\n{"step": 3}\n')
-    with pytest.raises(ValueError, match="line 2 is not JSON"):
+    with pytest.raises(ValueError, match="line 2 of 3 is not JSON"):
         run_files.read_metrics(str(path))
 
 
@@ -39,6 +39,11 @@ def test_config_differences_split_defining_and_harmless_keys():
     bp = {"seed": 0, "optim": {"lr": 0.1}}
     defining, _ = run_files.config_differences({**bp, "dtp": {"beta": 0.5}}, bp)
     assert defining == ["dtp.beta"]
+    # Every optimizer key defines the run (none is in HARMLESS_KEYS).
+    opt = {"optim": {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "schedule": "cosine"}}
+    for key, value in (("lr", 0.2), ("momentum", 0.5), ("weight_decay", 0.0), ("schedule", "constant")):
+        changed = {"optim": {**opt["optim"], key: value}}
+        assert run_files.config_differences(opt, changed) == ([f"optim.{key}"], [])
 
 
 def test_cumulative_wall_time_per_checkpointed_step(tmp_path):
