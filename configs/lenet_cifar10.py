@@ -5,7 +5,7 @@ Command (one GPU; 90 epochs):
     python -m jdtp.main --config=configs/lenet_cifar10.py:bp --workdir=workdirs/lenet_cifar10_bp
     python -m jdtp.main --config=configs/lenet_cifar10.py:table6 --workdir=workdirs/lenet_cifar10_t6
 
-Default hyperparameters: the wandb run the reference quotes as its best (spec §4.3, the
+Default hyperparameters: the wandb run the reference quotes as its best (design §4.3, the
 recommended canonical set; batch 144). Variant ``table6``: the paper's Table 6 values
 (σ with the paper's digits, lr_b [0.001, 0.005, 0.045], batch 100, lr_f 0.01 for the
 "0.0.01" typo).

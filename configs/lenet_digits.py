@@ -6,7 +6,7 @@ Command (2 CPU cores, a few minutes each):
 
 1,437 training and 360 test images (a fixed split). Not a paper experiment: it shows on
 any machine that DTP with L-DRL learns, next to BP. Hyperparameters start from the MNIST
-ones (spec §4.4) with no augmentation (a 4-pixel crop is half of an 8×8 digit).
+ones (design §4.4) with no augmentation (a 4-pixel crop is half of an 8×8 digit).
 """
 
 from jdtp import config_base

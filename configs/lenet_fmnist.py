@@ -4,7 +4,7 @@ Command (CPU or one GPU; 40 epochs):
     python -m jdtp.main --config=configs/lenet_fmnist.py --workdir=workdirs/lenet_fmnist
     python -m jdtp.main --config=configs/lenet_fmnist.py:bp --workdir=workdirs/lenet_fmnist_bp
 
-Hyperparameters: paper Table 6 (DTP) and Table 5 (BP), spec §4.4-4.5.
+Hyperparameters: paper Table 6 (DTP) and Table 5 (BP), design §4.4-4.5.
 """
 
 from jdtp import config_base

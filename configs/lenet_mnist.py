@@ -4,8 +4,8 @@ Command (CPU or one GPU; 40 epochs):
     python -m jdtp.main --config=configs/lenet_mnist.py --workdir=workdirs/lenet_mnist
     python -m jdtp.main --config=configs/lenet_mnist.py:bp --workdir=workdirs/lenet_mnist_bp
 
-Hyperparameters: paper Table 6 (DTP) and Table 5 (BP), spec §4.4-4.5. The reference
-keeps horizontal flips for digits (spec §10.20). Data: TFDS 'mnist' (point
+Hyperparameters: paper Table 6 (DTP) and Table 5 (BP), design §4.4-4.5. The reference
+keeps horizontal flips for digits (design §10.20). Data: TFDS 'mnist' (point
 --config.data.data_dir at a prepared copy when offline).
 """
 

@@ -1,5 +1,5 @@
 """ResNet-34 on CIFAR-10 with L-DRL DTP. UNTUNED: the reference has this network but no tuned
-hyperparameters and no published result for it (spec §3.4).
+hyperparameters and no published result for it (design §3.4).
 
 Command (one GPU; 90 epochs):
     python -m jdtp.main --config=configs/resnet34_cifar10.py --workdir=workdirs/resnet34_cifar10

@@ -4,8 +4,8 @@ Command (one GPU; 90 epochs):
     python -m jdtp.main --config=configs/vgg_cifar10.py --workdir=workdirs/vgg_cifar10
     python -m jdtp.main --config=configs/vgg_cifar10.py:bp --workdir=workdirs/vgg_cifar10_bp
 
-Hyperparameters: paper Table 7 = the reference's defaults (spec §4.1); BP: SGD lr 0.05,
-wd 1e-4, cosine, batch 128 (spec §4.5).
+Hyperparameters: paper Table 7 = the reference's defaults (design §4.1); BP: SGD lr 0.05,
+wd 1e-4, cosine, batch 128 (design §4.5).
 """
 
 from jdtp import config_base

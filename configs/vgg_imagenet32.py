@@ -5,8 +5,8 @@ Command (GPUs or a TPU pod; 90 epochs of 1.28M images):
     python -m jdtp.main --config=configs/vgg_imagenet32.py --workdir=workdirs/vgg_imagenet32
     python -m jdtp.main --config=configs/vgg_imagenet32.py:bp --workdir=workdirs/vgg_imagenet32_bp
 
-Hyperparameters: paper Table 7 (spec §4.2): K [25, 35, 40, 60, 25], lr_f 0.01, batch 256.
-BP: SGD lr 0.01, StepLR(30, 0.1), batch 256 (spec §4.5). Data: TFDS 'imagenet_resized/32x32'
+Hyperparameters: paper Table 7 (design §4.2): K [25, 35, 40, 60, 25], lr_f 0.01, batch 256.
+BP: SGD lr 0.01, StepLR(30, 0.1), batch 256 (design §4.5). Data: TFDS 'imagenet_resized/32x32'
 (train on all 1.28M, evaluate on the official validation set); top-1 and top-5 are logged.
 """
 

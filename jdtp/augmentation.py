@@ -1,4 +1,4 @@
-"""Augmentation and normalisation, in ``jax.numpy`` inside the jitted step (spec §5).
+"""Augmentation and normalisation, in ``jax.numpy`` inside the jitted step (design §5).
 
 The train augmentation is a random horizontal flip, then a random crop back to
 ``H × W`` from the image edge-padded by :data:`CROP_PADDING` pixels, drawn per
@@ -72,7 +72,7 @@ def make_preprocess(
 ) -> Callable[[dict, jax.Array | None], tuple[jax.Array, jax.Array]]:
     """Builds ``preprocess(batch, key) -> (x, labels)`` for use inside a jitted step.
 
-    Order (spec §5): random horizontal flip (p = 0.5), random crop back to
+    Order (design §5): random horizontal flip (p = 0.5), random crop back to
     ``H × W`` from the image edge-padded by ``padding`` (both per sample, only
     if ``augment``), conversion of uint8 to float32 in [0, 1], and per-channel
     normalisation ``(x − mean) / std``.

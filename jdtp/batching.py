@@ -32,7 +32,7 @@ from absl import logging
 from jdtp import datasets
 from jdtp.datasets import DatasetInfo, Source
 
-# Seed of the held-out validation subset (pl_bolts' default seed, spec §5.1).
+# Seed of the held-out validation subset (pl_bolts' default seed, design §5.1).
 VALIDATION_SEED = 42
 
 

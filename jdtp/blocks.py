@@ -1,4 +1,4 @@
-"""The block protocol: a forward block F^n and its feedback block G^n as pure functions (spec §3).
+"""The block protocol: a forward block F^n and its feedback block G^n as pure functions (design §3).
 
 A network (``jdtp.networks``) is a tuple of blocks; parameters live outside
 them in explicit per-layer pytrees (``fwd_params[n]`` for F^n, ``fb_params[n]``
@@ -22,7 +22,7 @@ plain JAX transforms. Every block type implements :class:`Block`:
 Layout: activations are NHWC. Conv kernels of F *and* G are stored in F's
 layout HWIO ``[k, k, C_in, C_out]`` and G's transposed conv is the exact
 adjoint of F's conv with G's kernel, so ``G.kernel == F.kernel`` means G's
-linear part is F's transpose (spec §11). Dense kernels are ``[in, out]`` for F
+linear part is F's transpose (design §11). Dense kernels are ``[in, out]`` for F
 and ``[out_F, in_F]`` for G, so the adjoint is ``G.kernel == F.kernel.T``.
 """
 
@@ -69,7 +69,7 @@ class ParamSpec:
     Attributes:
       name: key in the block's parameter dict.
       shape: array shape.
-      fan_in: PyTorch's fan-in; the default init is U(±1/√fan_in) (spec §3.5).
+      fan_in: PyTorch's fan-in; the default init is U(±1/√fan_in) (design §3.5).
       fan_out: PyTorch's fan-out (xavier init of the DDTP baseline).
       weight: ``True`` for weights (kernels), ``False`` for biases.
     """
@@ -130,7 +130,7 @@ class Block(abc.ABC):
         """FLOPs (2 per multiply-add) of F's linear maps on a batch (G's are the same count)."""
 
     def forward_weights(self, f_params: Params) -> tuple[jax.Array, ...]:
-        """F's weights (no biases), in ``param_specs`` order: what the GMP angle compares (spec §6.3)."""
+        """F's weights (no biases), in ``param_specs`` order: what the GMP angle compares (design §6.3)."""
         return tuple(f_params[s.name] for s in self.param_specs()[0] if s.weight)
 
     def for_forward_mode(self) -> Block:
@@ -189,9 +189,9 @@ class LinearFeedbackBlock(Block):
 
 @dataclasses.dataclass(frozen=True)
 class ConvBlock(LinearFeedbackBlock):
-    """F = pool ∘ act ∘ conv; G = convᵀ ∘ act ∘ unpool (spec §3.1).
+    """F = pool ∘ act ∘ conv; G = convᵀ ∘ act ∘ unpool (design §3.1).
 
-    G applies the activation to its *input* (spec §3.1, paper App. B), and the
+    G applies the activation to its *input* (design §3.1, paper App. B), and the
     unpool uses the indices of the F pass it is paired with.
     """
 
@@ -257,7 +257,7 @@ class ConvBlock(LinearFeedbackBlock):
 
     def param_specs(self):
         k, cin, cout = self.kernel_size, self.in_shape[2], self.features
-        fan_in = cin * k * k  # Conv2d and its ConvTranspose2d share Cin_F·k² (spec §3.5)
+        fan_in = cin * k * k  # Conv2d and its ConvTranspose2d share Cin_F·k² (design §3.5)
         fan_out = cout * k * k
         f = [ParamSpec("kernel", (k, k, cin, cout), fan_in, fan_out)]
         g = [ParamSpec("kernel", (k, k, cin, cout), fan_in, fan_out)]  # G's kernel in F's layout
@@ -267,7 +267,7 @@ class ConvBlock(LinearFeedbackBlock):
         return tuple(f), tuple(g)
 
     def jmc_pairs(self, f_params, g_params):
-        return ((f_params["kernel"], g_params["kernel"]),)  # same layout: no flip (spec §6.2)
+        return ((f_params["kernel"], g_params["kernel"]),)  # same layout: no flip (design §6.2)
 
     def symmetric_feedback(self, f_params):
         g = {"kernel": jnp.array(f_params["kernel"])}
@@ -285,7 +285,7 @@ class ConvBlock(LinearFeedbackBlock):
 
 @dataclasses.dataclass(frozen=True)
 class DenseBlock(LinearFeedbackBlock):
-    """F = act ∘ dense ∘ flatten; G = reshape ∘ dense ∘ act (spec §3.1).
+    """F = act ∘ dense ∘ flatten; G = reshape ∘ dense ∘ act (design §3.1).
 
     The output block uses ``activation='identity'`` (logits), so its G is a
     single dense layer.

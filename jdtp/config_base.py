@@ -1,4 +1,4 @@
-"""The neutral base config and the variants every experiment file shares (conventions §3.5).
+"""The neutral base config and the variants every experiment file shares (design §13).
 
 :func:`get_base_config` holds the keys every run has (seed, model, data, the
 run loop) with neutral defaults, plus the config sections of the chosen
@@ -36,7 +36,7 @@ def get_base_config(algorithm: str = "dtp", model: str = "lenet") -> ml_collecti
     c.data.data_dir = ""  # TFDS data_dir; '' uses $TFDS_DATA_DIR, then ~/tensorflow_datasets
     c.data.batch_size = 128  # global batch, over all devices and hosts
     c.data.eval_batch_size = 512  # a multiple of common device counts
-    c.data.augment = True  # flip + random crop (pad 4, edge), spec §5
+    c.data.augment = True  # flip + random crop (pad 4, edge), design §5
     c.data.pad_to = 0  # > 0: zero-pad the images to pad_to × pad_to (e.g. 32 for 28×28 datasets)
     c.data.validation_split = 0.0  # 0 = the paper's protocol: train on all, test on the test set
     c.data.download = True  # prepare a missing TFDS dataset (needs network and tensorflow)
@@ -137,12 +137,12 @@ def apply_common_variants(
 ) -> ml_collections.ConfigDict:
     """Variants shared by every experiment file.
 
-    - ``bp``: the experiment's backprop baseline (spec §4.5): the algorithm
+    - ``bp``: the experiment's backprop baseline (design §4.5): the algorithm
       becomes ``bp`` (its DTP section is dropped) and ``bp`` holds the
       baseline's own values as dotted keys, e.g. ``{'optim.lr': 0.03, 'data.batch_size': 193}``.
-    - ``vanilla_dtp`` / ``tp``: the untuned baselines of spec §8.2 with the
+    - ``vanilla_dtp`` / ``tp``: the untuned baselines of design §8.2 with the
       experiment's DTP per-layer lists and β, and forward lr 1e-3.
-    - ``parallel_dtp``: the reference's ParallelDTP (spec §8.1) with the experiment's β and σ
+    - ``parallel_dtp``: the reference's ParallelDTP (design §8.1) with the experiment's β and σ
       and its own Adam settings (lr 3e-4, coupled wd 1e-4, 10 noise samples per example).
     - ``smoke``: the same experiment shrunk to seconds on a CPU: synthetic data
       with the real shapes, tiny batch, a few steps (and the algorithm's own
@@ -169,7 +169,7 @@ def apply_common_variants(
             set_dotted(config, dotted, value)
     for name in chosen & {"vanilla_dtp", "tp"}:
         algorithms.switch(config, name)  # copies the shared per-layer keys from the DTP section
-        config.optim.lr = 1e-3  # spec §8.2: "Hparams not tuned"
+        config.optim.lr = 1e-3  # design §8.2: "Hparams not tuned"
     if "parallel_dtp" in chosen:
         algorithms.switch(config, "parallel_dtp")  # β, σ and the unpool mode from the DTP section
     if variants & {"gpu", "tpu"}:

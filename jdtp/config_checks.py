@@ -25,7 +25,7 @@ def require(value: Any, field: str) -> None:
 
 
 def check_per_layer(field: str, value: Sequence, expected: int, what: str) -> tuple:
-    """A per-layer list must have exactly ``expected`` entries (the reference silently truncates, spec §10.6)."""
+    """A per-layer list must have exactly ``expected`` entries (the reference silently truncates, design §10.6)."""
     value = tuple(value)
     check(
         len(value) == expected,

@@ -1,4 +1,4 @@
-"""Datasets: the registry, and random-access sources of uint8 images and int32 labels (spec §5).
+"""Datasets: the registry, and random-access sources of uint8 images and int32 labels (design §5).
 
 A :class:`Source` is a split that can be read at any list of row indices
 (:meth:`Source.read`), so a process decodes only the rows it trains or
@@ -41,10 +41,10 @@ _DIGITS_NUM_TRAIN = 1437
 
 # Per-channel statistics of images scaled to [0, 1], used for normalisation.
 _MNIST_MEAN, _MNIST_STD = (0.5,), (0.5,)
-# pl_bolts cifar10_normalization (spec §5.1).
+# pl_bolts cifar10_normalization (design §5.1).
 _CIFAR10_MEAN = (125.3 / 255.0, 123.0 / 255.0, 113.9 / 255.0)
 _CIFAR10_STD = (63.0 / 255.0, 62.1 / 255.0, 66.7 / 255.0)
-# ImageNet statistics (spec §5.3).
+# ImageNet statistics (design §5.3).
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 _GCS_HOST = "storage.googleapis.com"  # TFDS tries its GCS mirror first

@@ -1,4 +1,4 @@
-"""The paper's s-DDTP and p-DDTP hyperparameters (spec §8.4, Tables 8 and 9): the one place they live.
+"""The paper's s-DDTP and p-DDTP hyperparameters (design §8.4, Tables 8 and 9): the one place they live.
 
 Used by ``configs/ddtp_*.py`` (training) and by the Fig. 2 / Fig. 3 experiments
 (the DRL arms use the fork's CIFAR-10 s-DDTP values, ``S_DDTP['cifar10']``).
@@ -16,8 +16,8 @@ import ml_collections
 
 from jdtp import config_base
 
-# s-DDTP (Table 8). CIFAR-10: the fork's final config (spec §8.4); MNIST and
-# F-MNIST share one column in the paper (spec §12 notes it may be a copy-paste).
+# s-DDTP (Table 8). CIFAR-10: the fork's final config (design §8.4); MNIST and
+# F-MNIST share one column in the paper (design §12 notes it may be a copy-paste).
 S_DDTP = {
     "cifar10": {
         "target_stepsize": 0.015962099947441903,
@@ -95,7 +95,7 @@ def ddtp_config(dataset: str, variant: str) -> ml_collections.ConfigDict:
     c = config_base.get_base_config("ddtp", model="lenet")
     c.model.activation = "tanh"  # the paper's DDTP runs (Fig. 2/3 swap in ELU)
     c.data.name = dataset
-    c.data.augment = False  # spec §8.4: no augmentation
+    c.data.augment = False  # design §8.4: no augmentation
     c.data.batch_size = table["batch_size"]
     c.num_epochs = table["num_epochs"]  # joint epochs; s-DDTP adds its feedback-only epochs
     d = c.ddtp

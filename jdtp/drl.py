@@ -1,4 +1,4 @@
-"""DRL / DDTP-linear baseline of Meulemans et al. (2020), as used in Fig. 2 and Fig. 3 (spec §7, §8.4).
+"""DRL / DDTP-linear baseline of Meulemans et al. (2020), as used in Fig. 2 and Fig. 3 (design §7, §8.4).
 
 The network is the LeNet-equivalent ``DDTPConvNetworkCIFAR``: the *same* forward
 blocks as :func:`jdtp.networks.lenet` (conv → act → max-pool 3×3/s2/p1, fc,
@@ -18,7 +18,7 @@ and Q_n is trained with the difference reconstruction loss (DRL):
     L_n = (1/σ²) · mean_{B × dims} (r − h̃)²
 
 with one Adam over all Q_n (coupled weight decay). Two call semantics are
-offered (spec §8.4, §10.16):
+offered (design §8.4, §10.16):
 
 * ``'fork'`` — the vendored fork that produced the paper's DDTP numbers: the
   gradient buffer is zeroed once per call; for each layer n and each of its K_n
@@ -59,7 +59,7 @@ SEMANTICS = ("fork", "original")
 
 @dataclasses.dataclass(frozen=True)
 class DRLHParams:
-    """DRL feedback-training hyperparameters (spec §8.4; the paper's values: ``jdtp.ddtp_configs``).
+    """DRL feedback-training hyperparameters (design §8.4; the paper's values: ``jdtp.ddtp_configs``).
 
     ``sigma`` is one scalar shared by all layers, as the reference code has it, or
     a tuple with one σ per hidden layer, as paper Tables 8 and 9 list them.
@@ -114,7 +114,7 @@ def hidden_shapes(net: nets.Network) -> tuple[tuple[int, ...], ...]:
 
 
 def init_direct_feedback(key: jax.Array, net: nets.Network, dtype=jnp.float32) -> tuple[dict, ...]:
-    """Xavier-normal direct feedback Q_n: std = sqrt(2 / (fan_in + fan_out)) (spec §8.4).
+    """Xavier-normal direct feedback Q_n: std = sqrt(2 / (fan_in + fan_out)) (design §8.4).
 
     fan_in = num_classes and fan_out = prod(shape(s^n)), as ``xavier_normal_`` on
     the reference's ``[features, num_classes]`` matrix (the std is symmetric in
@@ -142,16 +142,16 @@ def direct_feedback(q: dict, value: jax.Array, shape: tuple[int, ...]) -> jax.Ar
 
 
 # ---------------------------------------------------------------------------
-# Targets and the DDTP forward-weight update (spec §8.4).
+# Targets and the DDTP forward-weight update (design §8.4).
 
 
 def output_target(logits: jax.Array, labels: jax.Array, target_stepsize: float) -> jax.Array:
-    """t^N = s^N − η ∂/∂s^N mean_b CE: the *mean* CE, so the nudge carries 1/B (spec §8.4)."""
+    """t^N = s^N − η ∂/∂s^N mean_b CE: the *mean* CE, so the nudge carries 1/B (design §8.4)."""
     return logits - target_stepsize * targets_lib.output_gradient(logits, labels) / logits.shape[0]
 
 
 def ddtp_targets(net: nets.Network, q_params, s: tuple, t_last: jax.Array) -> tuple:
-    """t^n = reshape(t^N Q_n) + s^n − reshape(s^N Q_n) for every hidden n (spec §8.4).
+    """t^n = reshape(t^N Q_n) + s^n − reshape(s^N Q_n) for every hidden n (design §8.4).
 
     Returns:
       Tuple of length N + 1: ``(None, t^1, …, t^{N−1}, t^N)``.
@@ -167,7 +167,7 @@ def ddtp_targets(net: nets.Network, q_params, s: tuple, t_last: jax.Array) -> tu
 
 
 def ddtp_block_loss(block, s_next: jax.Array, t_next: jax.Array) -> jax.Array:
-    """The reference's DDTP layer loss (spec §8.4, §10.17).
+    """The reference's DDTP layer loss (design §8.4, §10.17).
 
     Conv layers (outputs with spatial dimensions): ``mse_loss``, a mean over all
     B·H·W·C elements. Dense layers (hidden and output): the manual
@@ -184,13 +184,13 @@ def ddtp_block_loss(block, s_next: jax.Array, t_next: jax.Array) -> jax.Array:
 def ddtp_forward_grads(
     net: nets.Network, fwd_params, q_params, x: jax.Array, labels: jax.Array, target_stepsize: float
 ):
-    """The DDTP forward-weight update direction with the reference's local losses (spec §8.4).
+    """The DDTP forward-weight update direction with the reference's local losses (design §8.4).
 
     Each block sees its detached input (the stored activation of the layer below)
     and is pulled toward its DDTP target with :func:`ddtp_block_loss`
     (:func:`jdtp.targets.forward_update`). For the GMP angle (Fig. 3 schemes (a)
     and (c)) divide by η (the angle is scale-invariant anyway); the per-layer
-    normalisations differ, as in the reference (spec §10.17).
+    normalisations differ, as in the reference (design §10.17).
 
     Returns:
       ``(grads, aux)`` with ``aux`` holding ``s``, ``aux``, ``t`` and ``loss``.
@@ -204,7 +204,7 @@ def ddtp_forward_grads(
 
 
 # ---------------------------------------------------------------------------
-# DRL feedback loss (spec §8.4).
+# DRL feedback loss (design §8.4).
 
 
 def propagate_up(net: nets.Network, fwd_params, h: jax.Array, n: int) -> jax.Array:
@@ -215,7 +215,7 @@ def propagate_up(net: nets.Network, fwd_params, h: jax.Array, n: int) -> jax.Arr
 
 
 def drl_loss(net: nets.Network, fwd_params, q: dict, n: int, s: tuple, key: jax.Array, sigma: float):
-    """DRL loss of hidden layer n (1 ≤ n ≤ N−1) for one noise draw (spec §8.4).
+    """DRL loss of hidden layer n (1 ≤ n ≤ N−1) for one noise draw (design §8.4).
 
     Args:
       net: the network (LeNet-equivalent forward pathway).
@@ -273,7 +273,7 @@ def adam_step(q_params, grads, state: DRLOptState, hp: DRLHParams):
 
 
 def zero_grads(q_params) -> tuple:
-    """The gradient buffer after ``zero_grad()`` (set to zero, not to None: torch 1.8, spec §0.1)."""
+    """The gradient buffer after ``zero_grad()`` (set to zero, not to None: torch 1.8, design §0.1)."""
     return jax.tree.map(jnp.zeros_like, tuple(q_params))
 
 
@@ -307,7 +307,7 @@ def train_feedback_layer_fork(
     Each iteration *assigns* layer n's fresh DRL gradient into ``grad_buffer``
     (the ``.grad`` attributes) and steps every layer that has a gradient with the
     whole buffer, so the stale gradients of layers processed earlier in the same
-    call are applied again (spec §8.4, §10.16). Exposed so long calls can be
+    call are applied again (design §8.4, §10.16). Exposed so long calls can be
     split into chunks (``start`` is the index of the first iteration, for the
     noise keys) while carrying the buffer.
 
@@ -453,7 +453,7 @@ def train_feedback(
 
 
 def output_layer_alignment(fwd_params, q_params) -> tuple[jax.Array, jax.Array]:
-    """Fig. 2's DRL metric: distance and angle between W_outᵀ and Q of the last hidden layer (spec §7.1).
+    """Fig. 2's DRL metric: distance and angle between W_outᵀ and Q of the last hidden layer (design §7.1).
 
     The reference compares ``W_out.T`` (512×10) with the fc1 feedback matrix
     (512×10); here that is the output block's kernel ``[512, 10]`` against

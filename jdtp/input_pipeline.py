@@ -1,4 +1,4 @@
-"""Input pipeline facade: the names the rest of jdtp uses, from three modules (spec §5).
+"""Input pipeline facade: the names the rest of jdtp uses, from three modules (design §5).
 
 * :mod:`jdtp.datasets` — the registry (:class:`DatasetInfo`, :data:`DATASETS`,
   :func:`get_info`), random-access sources of one split (:func:`open_split`:

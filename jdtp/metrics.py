@@ -1,4 +1,4 @@
-"""Alignment metrics, exactly as the reference computes them (spec §6)."""
+"""Alignment metrics, exactly as the reference computes them (design §6)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from jdtp import networks as nets
 
 
 def relative_distance(a: jax.Array, b: jax.Array) -> jax.Array:
-    """dist(A, B) = sqrt(Σ(A − B)² / ΣA²), relative to the *first* argument (spec §6.1)."""
+    """dist(A, B) = sqrt(Σ(A − B)² / ΣA²), relative to the *first* argument (design §6.1)."""
     return jnp.sqrt(jnp.sum((a - b) ** 2) / jnp.sum(a**2))
 
 
 def angle(a: jax.Array, b: jax.Array) -> jax.Array:
-    """Global angle in degrees between two tensors, both flattened (spec §6.1).
+    """Global angle in degrees between two tensors, both flattened (design §6.1).
 
     arccos(clip(⟨A, B⟩ / (‖A‖·‖B‖ + 1e-8), −1, 1)), as the reference.
     """
@@ -28,7 +28,7 @@ def _flat(arrays) -> jax.Array:
 
 
 def jmc_metrics(net: nets.Network, fwd_params, fb_params) -> tuple[jax.Array, jax.Array]:
-    """Distance and angle between F^n's and G^n's weights, n = 1 … N−1 (spec §6.2).
+    """Distance and angle between F^n's and G^n's weights, n = 1 … N−1 (design §6.2).
 
     Each block names the pairs to compare (:meth:`jdtp.blocks.Block.jmc_pairs`:
     dense blocks ``F.kernel`` vs ``G.kernel.T``, conv blocks the kernels as
@@ -49,7 +49,7 @@ def jmc_metrics(net: nets.Network, fwd_params, fb_params) -> tuple[jax.Array, ja
 
 
 def gmp_metrics(net: nets.Network, update, bp_grads, nudge: float) -> tuple[jax.Array, jax.Array]:
-    """Angle and distance between an algorithm's update / nudge and the BP gradient, per block (spec §6.3).
+    """Angle and distance between an algorithm's update / nudge and the BP gradient, per block (design §6.3).
 
     Only weights are compared (:meth:`jdtp.blocks.Block.forward_weights`,
     concatenated per block); biases are dropped as in the paper's plots.

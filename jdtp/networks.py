@@ -49,7 +49,7 @@ class Network:
 
     @property
     def num_trainable_fb(self) -> int:
-        """Trainable feedback blocks G^1..G^{N-1}; G^0 is never trained (spec §0.2)."""
+        """Trainable feedback blocks G^1..G^{N-1}; G^0 is never trained (design §0.2)."""
         return len(self.blocks) - 1
 
     @property
@@ -66,7 +66,7 @@ class Network:
 
 
 # ---------------------------------------------------------------------------
-# Initialisation: U(±1/sqrt(fan_in)) for weights and biases (spec §3.5).
+# Initialisation: U(±1/sqrt(fan_in)) for weights and biases (design §3.5).
 
 
 def init_params(
@@ -75,7 +75,7 @@ def init_params(
     """PyTorch-default init of every (F^n, G^n): kaiming_uniform(a=√5) ≡ U(±1/√fan_in).
 
     Weights and biases alike are U(−1/√fan_in, 1/√fan_in), with the fan-ins of
-    each block's :meth:`~jdtp.blocks.Block.param_specs` (spec §3.5; not Flax's
+    each block's :meth:`~jdtp.blocks.Block.param_specs` (design §3.5; not Flax's
     defaults). All values come from one uniform draw of ``key`` that is cut
     into the parameters on the host, in block order, F's parameters before G's:
     one random kernel to compile instead of one per parameter shape, which
@@ -117,7 +117,7 @@ def symmetric_fb_params(net: Network, fwd_params) -> tuple[Params, ...]:
     """Feedback parameters with G^n's weights equal to F^n's adjoint (copied, not aliased).
 
     G's biases are zero, as in the reference's ``init_symetric_weights``; they
-    cancel in every DTP difference anyway (spec §1.2, §3.5).
+    cancel in every DTP difference anyway (design §1.2, §3.5).
     """
     return tuple(b.symmetric_feedback(f) for b, f in zip(net.blocks, fwd_params, strict=True))
 
@@ -137,10 +137,10 @@ def lenet(
     use_bias: bool = True,
     conv_impl: str = "auto",
 ) -> Network:
-    """LeNet of the paper (spec §3.2): 2 × [conv5×5 p2 → act → maxpool 3×3 s2 p1], fc 512, fc.
+    """LeNet of the paper (design §3.2): 2 × [conv5×5 p2 → act → maxpool 3×3 s2 p1], fc 512, fc.
 
     fc1's input size is inferred from ``input_shape`` (4096 for 32×32, 3136 for
-    28×28), as the paper's runs did with LazyLinear (spec §10.8).
+    28×28), as the paper's runs did with LazyLinear (design §10.8).
     """
     blocks: list[blk.Block] = []
     shape = tuple(input_shape)
@@ -172,7 +172,7 @@ def simple_vgg(
     use_bias: bool = True,
     conv_impl: str = "auto",
 ) -> Network:
-    """SimpleVGG of the paper (spec §3.3): 5 × [conv3×3 p1 → act → maxpool 2×2 s2], fc."""
+    """SimpleVGG of the paper (design §3.3): 5 × [conv3×3 p1 → act → maxpool 2×2 s2], fc."""
     blocks: list[blk.Block] = []
     shape = tuple(input_shape)
     for i, c in enumerate(channels):

@@ -1,4 +1,4 @@
-"""Forward optimizer and its per-epoch cosine schedule (spec §2.5-2.6, §4.5)."""
+"""Forward optimizer and its per-epoch cosine schedule (design §2.5-2.6, §4.5)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ SCHEDULES = ("cosine", "step", "constant")
 
 
 def default_config() -> ml_collections.ConfigDict:
-    """The ``optim`` section: SGD-momentum forward optimizer and its per-epoch schedule (spec §2.5-2.6).
+    """The ``optim`` section: SGD-momentum forward optimizer and its per-epoch schedule (design §2.5-2.6).
 
     ``lr`` has no default: each experiment file states its own.
     """
@@ -43,7 +43,7 @@ def validate_config(o: ml_collections.ConfigDict) -> None:
 
 
 def cosine_epoch_lr(epoch, base_lr: float, t_max: int = 85, eta_min: float = 1e-5):
-    """Closed form of ``CosineAnnealingLR`` stepped once per epoch (spec §2.6).
+    """Closed form of ``CosineAnnealingLR`` stepped once per epoch (design §2.6).
 
     lr(e) = η_min + (lr_0 − η_min)·(1 + cos(π e / T_max)) / 2. The formula is
     periodic, so for e > T_max the rate rises again, as in the reference's
@@ -53,7 +53,7 @@ def cosine_epoch_lr(epoch, base_lr: float, t_max: int = 85, eta_min: float = 1e-
 
 
 def step_epoch_lr(epoch, base_lr: float, step_size: int = 30, gamma: float = 0.1):
-    """``StepLR`` stepped per epoch (the ImageNet 32×32 BP baseline, spec §4.5)."""
+    """``StepLR`` stepped per epoch (the ImageNet 32×32 BP baseline, design §4.5)."""
     return base_lr * gamma ** (epoch // step_size)
 
 
@@ -83,7 +83,7 @@ def make_fwd_optimizer(schedule, momentum: float = 0.9, weight_decay: float = 1e
     """Coupled L2 weight decay, then SGD with momentum (PyTorch ``SGD(weight_decay=…)``).
 
     PyTorch adds wd·θ to the gradient *before* the momentum buffer; optax's
-    ``add_decayed_weights`` followed by ``sgd`` does the same (spec §2.1.5).
+    ``add_decayed_weights`` followed by ``sgd`` does the same (design §2.1, step 5).
     Biases are decayed too, as in the reference.
     """
     parts = []

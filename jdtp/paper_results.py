@@ -1,4 +1,4 @@
-"""The paper's reported test accuracies (Tables 1-3; spec §12.1): the one place they are stated.
+"""The paper's reported test accuracies (Tables 1-3; design §12): the one place they are stated.
 
 Keys are ``(dataset, model, label)`` with the labels the sweeps use (``dtp``, ``bp``,
 ``s-ddtp``, ``p-ddtp``). Values are ``(mean, std)`` in percent over 5 seeds (ImageNet 32×32:

@@ -1,4 +1,4 @@
-"""Max-pool with PyTorch-style argmax indices, and max-unpool in two modes (spec §1.3, §11).
+"""Max-pool with PyTorch-style argmax indices, and max-unpool in two modes (design §1.3, §11).
 
 The indices ι(x) of a forward pool are what the paired feedback block G^n
 unpools with: the noisy L-DRL reconstruction uses the noisy pass's indices, the

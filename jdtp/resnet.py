@@ -1,4 +1,4 @@
-"""ResNet-18/34 for 32×32 inputs with DTP feedback blocks (spec §3.4; registered as ``resnet18``/``resnet34``).
+"""ResNet-18/34 for 32×32 inputs with DTP feedback blocks (design §3.4; registered as ``resnet18``/``resnet34``).
 
 Forward network (the reference's ``S:target_prop/networks/resnet.py``, BatchNorm off, its default):
 
@@ -10,7 +10,7 @@ Forward network (the reference's ``S:target_prop/networks/resnet.py``, BatchNorm
 * ``fc``: global average pool → dense (bias) to the classes (:class:`PoolDenseBlock`).
 
 DTP treats each top-level stage as one layer: 6 blocks, so the per-layer lists (σ, K, lr_b)
-have 5 entries, for G^1 … G^5 = layer_1 … layer_4, fc (spec §3.4).
+have 5 entries, for G^1 … G^5 = layer_1 … layer_4, fc (design §3.4).
 
 Feedback blocks, ``feedback=`` (a model option):
 
@@ -31,7 +31,7 @@ Feedback blocks, ``feedback=`` (a model option):
   ``convT1(D1 · convT2(D2 v)) + shortcutT(D2 v)``. DTP hands G^n the clean aux of F^n(s^n)
   for targets, so with symmetric weights the DTP update is the BP gradient times β (Thm. 4.3
   without its β → 0 limit). L-DRL's ``'difference'`` probe evaluates its noisy term with the
-  derivatives of the noisy pass (as it uses the noisy pool indices, spec §1.2), which is not
+  derivatives of the noisy pass (as it uses the noisy pool indices, design §1.2), which is not
   a small perturbation where units change sign; the ``'jvp'`` probe uses the clean ones.
 
 Is the reference's G the adjoint of F's linearisation when G's weights equal F's? Not in
@@ -51,7 +51,7 @@ the transpose of the linear part, and the transpose of the Jacobian at F's clean
 Parameters: convolutions have no bias (as the reference); the head has F and G biases. G's
 kernels are separate parameters stored in F's HWIO layout (``jdtp.conv.conv_transpose`` is
 the exact adjoint of ``conv`` with the same kernel), initialised U(±1/√fan_in) with the paired
-forward conv's fan-in (PyTorch's ConvTranspose2d rule, spec §3.5). Residual stages are not
+forward conv's fan-in (PyTorch's ConvTranspose2d rule, design §3.5). Residual stages are not
 :class:`~jdtp.blocks.LinearFeedbackBlock` (G multiplies weights along the residual branch), so
 their L-DRL gradient comes from autodiff; the stem and head keep the closed form.
 """
@@ -248,7 +248,7 @@ class ResidualStage(blk.Block):
         for u in self.units:
             for name, shape in u.kernel_shapes().items():
                 k, _, cin, cout = shape
-                # ConvTranspose2d's fan-in is C_in_F·k², the paired forward conv's (spec §3.5).
+                # ConvTranspose2d's fan-in is C_in_F·k², the paired forward conv's (design §3.5).
                 specs.append(blk.ParamSpec(name, shape, cin * k * k, cout * k * k))
         return tuple(specs), tuple(specs)
 
@@ -384,7 +384,7 @@ def resnet18(
     feedback: str = "reference",
     conv_impl: str = "auto",
 ) -> nets.Network:
-    """ResNet-18 ([2,2,2,2] BasicBlocks; spec §3.4). ``width``: planes of layer_0/layer_1 (64 in the reference).
+    """ResNet-18 ([2,2,2,2] BasicBlocks; design §3.4). ``width``: planes of layer_0/layer_1 (64 in the reference).
 
     ``activation``: 'relu' (reference) or another of ``jdtp.blocks.ACTIVATIONS`` ('identity'
     for linear checks); ``feedback``: 'reference', 'adjoint' or 'jacobian' (module docstring).
@@ -410,7 +410,7 @@ def resnet34(
     feedback: str = "reference",
     conv_impl: str = "auto",
 ) -> nets.Network:
-    """ResNet-34 ([3,4,6,3] BasicBlocks; spec §3.4); options as :func:`resnet18`."""
+    """ResNet-34 ([3,4,6,3] BasicBlocks; design §3.4); options as :func:`resnet18`."""
     return resnet(
         input_shape,
         num_classes,

@@ -1,4 +1,4 @@
-"""Data parallelism on JAX's own runtime: a 1-D ``('data',)`` mesh (conventions §3.4).
+"""Data parallelism on JAX's own runtime: a 1-D ``('data',)`` mesh (design §13).
 
 The train step is written for the *global* batch. The batch is sharded over
 the mesh's ``data`` axis, everything else is replicated, and ``jax.jit``

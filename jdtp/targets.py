@@ -1,4 +1,4 @@
-"""Forward pass, targets, layer-local losses and the forward-update primitive (paper §3, spec §2).
+"""Forward pass, targets, layer-local losses and the forward-update primitive (paper §3, design §2).
 
 All functions are pure over explicit per-layer parameter tuples. Activations
 are collected as ``s = (s^0, …, s^N)`` with ``s^0 = x`` and ``s^N`` the logits;
@@ -38,12 +38,12 @@ def forward_pass(net: nets.Network, fwd_params, x: jax.Array) -> tuple[tuple, tu
 
 
 def output_gradient(logits: jax.Array, labels: jax.Array) -> jax.Array:
-    """∂/∂s^N of the per-sample cross-entropy: softmax(s^N) − onehot(y) (spec §2.1.2)."""
+    """∂/∂s^N of the per-sample cross-entropy: softmax(s^N) − onehot(y) (design §2.1.2)."""
     return jax.nn.softmax(logits) - jax.nn.one_hot(labels, logits.shape[-1], dtype=logits.dtype)
 
 
 def output_target(logits: jax.Array, labels: jax.Array, beta: float) -> jax.Array:
-    """First target, paper Eq. 3: t^N = s^N − β ∂L_pred/∂s^N (sign as in the code, spec §2.1.2)."""
+    """First target, paper Eq. 3: t^N = s^N − β ∂L_pred/∂s^N (sign as in the code, design §2.1.2)."""
     return logits - beta * output_gradient(logits, labels)
 
 
@@ -73,7 +73,7 @@ def propagate_targets(
 def propagate_targets_tp(
     net: nets.Network, fb_params, s: tuple, aux: tuple, t_last: jax.Array, *, unpool_mode: str = "set"
 ) -> tuple:
-    """TP targets t^n = G^n(t^{n+1}; ι(s^n)) for n = N−1 … 1 (no difference correction, spec §8.2)."""
+    """TP targets t^n = G^n(t^{n+1}; ι(s^n)) for n = N−1 … 1 (no difference correction, design §8.2)."""
     t: list[Any] = [None] * (net.num_blocks + 1)
     t[-1] = jax.lax.stop_gradient(t_last)
     for n in range(net.num_blocks - 1, 0, -1):
@@ -83,7 +83,7 @@ def propagate_targets_tp(
 
 
 def block_local_loss(block, s_next: jax.Array, t_next: jax.Array) -> jax.Array:
-    """½ · mean_b ‖s^{n+1}_b − t^{n+1}_b‖², paper Eq. 6 without its 1/β (spec §2.1.4)."""
+    """½ · mean_b ‖s^{n+1}_b − t^{n+1}_b‖², paper Eq. 6 without its 1/β (design §2.1.4)."""
     del block
     diff = (s_next - t_next).reshape(s_next.shape[0], -1)
     return 0.5 * jnp.mean(jnp.sum(diff**2, axis=-1))
@@ -123,7 +123,7 @@ def forward_update(
 ):
     """The forward-weight update of a target-based algorithm: ∇θ Σ_n block_loss(F^n(sg(s^n)), t^{n+1}).
 
-    One forward pass keeps each block's VJP (inputs detached, spec §2.1.1);
+    One forward pass keeps each block's VJP (inputs detached, design §2.1.1);
     ``targets(s, aux)`` gives ``(None, t^1, …, t^N)`` (held constant); each
     block's gradient is its VJP of ``∂ block_loss / ∂ s^{n+1}``
     (``jax.value_and_grad``), i.e. ∇θ^n of its own loss term alone: every
@@ -162,7 +162,7 @@ def dtp_forward_grads(
     *,
     unpool_mode: str = "set",
 ):
-    """DTP update direction for the forward weights: ∇θ L_F with difference targets (spec §2.1)."""
+    """DTP update direction for the forward weights: ∇θ L_F with difference targets (design §2.1)."""
 
     def targets(s, aux):
         t_last = output_target(s[-1], labels, beta)
@@ -182,7 +182,7 @@ def bp_loss(net: nets.Network, fwd_params, x: jax.Array, labels: jax.Array):
 
 
 def bp_grads(net: nets.Network, fwd_params, x: jax.Array, labels: jax.Array):
-    """Backprop gradient of the mean cross-entropy through the whole network (spec §4.5, §6.3).
+    """Backprop gradient of the mean cross-entropy through the whole network (design §4.5, §6.3).
 
     Returns:
       ``(grads, (loss, logits))``.

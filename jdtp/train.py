@@ -1,4 +1,4 @@
-"""The training program: ``train_and_evaluate(config, workdir)`` (conventions §3).
+"""The training program: ``train_and_evaluate(config, workdir)`` (design §13).
 
 Runs any registered algorithm (``jdtp.algorithms``) from an ml-collections config, with
 step-indexed data (a resumed run sees exactly the same batches), keys derived

@@ -55,7 +55,7 @@ def test_step_equals_each_layer_trained_alone_with_its_own_values(unpool_mode):
         assert not np.allclose(alone[n]["kernel"], state.fb_params[n]["kernel"])
     chex.assert_trees_all_close(new.fb_params, tuple(alone), rtol=1e-5, atol=1e-6)
     chex.assert_trees_all_equal(new.fb_params[0], state.fb_params[0])  # G^0 is never trained
-    # The forward update uses the *new* feedback weights (feedback training comes first, spec §1.1).
+    # The forward update uses the *new* feedback weights (feedback training comes first, design §1.1).
     grads, _ = tg.dtp_forward_grads(
         algo.net, state.fwd_params, tuple(alone), x, labels, 0.3, unpool_mode=unpool_mode
     )

@@ -1,4 +1,4 @@
-"""ParallelDTP (jdtp.algorithms.parallel_dtp, spec §8.1): one step for all layers, tiled noise, Adam."""
+"""ParallelDTP (jdtp.algorithms.parallel_dtp, design §8.1): one step for all layers, tiled noise, Adam."""
 
 import chex
 import jax

@@ -1,4 +1,4 @@
-"""Vanilla DTP and TP (jdtp.algorithms.vanilla, spec §8.2): feedback loss, targets, GMP of their own update."""
+"""Vanilla DTP and TP (jdtp.algorithms.vanilla, design §8.2): feedback loss, targets, GMP of their own update."""
 
 import chex
 import jax

@@ -41,7 +41,7 @@ def test_vgg_conv_feedback_is_adjoint_when_weights_equal():
 
 
 def test_feedback_applies_activation_to_its_input():
-    """G = convᵀ ∘ ELU ∘ unpool (spec §3.1): check one conv block against a manual composition."""
+    """G = convᵀ ∘ ELU ∘ unpool (design §3.1): check one conv block against a manual composition."""
     net = nets.lenet((8, 8, 2), 3, channels=(3, 4), hidden=5)
     fwd, fb = nets.init_params(jax.random.key(0), net)
     block = net.blocks[1]

@@ -105,7 +105,7 @@ def test_paper_hyperparameters_are_in_the_configs():
     assert p.ddtp.target_stepsize == 0.0428 and p.data.batch_size == 138
     with pytest.raises(config_base.ConfigError, match="'s' .* 'p'"):
         ddtp_configs.ddtp_config("mnist", "s,p")
-    # The untuned baselines take the experiment's lists and β (spec §8.2).
+    # The untuned baselines take the experiment's lists and β (design §8.2).
     tp = _load(os.path.join(CONFIG_DIR, "lenet_mnist.py"), "tp")
     mnist = _load(os.path.join(CONFIG_DIR, "lenet_mnist.py"), "")
     assert tuple(tp.tp.num_fb_iters) == tuple(mnist.dtp.num_fb_iters) and tp.tp.beta == mnist.dtp.beta

@@ -1,4 +1,4 @@
-"""DRL / DDTP-linear baseline: targets, update, loss, Adam and call semantics (spec §7, §8.4)."""
+"""DRL / DDTP-linear baseline: targets, update, loss, Adam and call semantics (design §7, §8.4)."""
 
 import chex
 import jax
@@ -125,7 +125,7 @@ def test_ddtp_conv_update_is_mse_over_all_elements_and_output_angle_is_zero():
         chex.assert_trees_all_close(grads[n], ref, rtol=1e-5, atol=1e-8)
     bp, _ = jax.jit(lambda *a: tg.bp_grads(net, *a))(fwd, x, labels)
 
-    def cos(a, b):  # float64, no epsilon: these updates are tiny (∝ 1/B²), spec §6.1's +1e-8 would bias
+    def cos(a, b):  # float64, no epsilon: these updates are tiny (∝ 1/B²), design §6.1's +1e-8 would bias
         a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
         return a @ b / np.linalg.norm(a) / np.linalg.norm(b)
 
@@ -271,7 +271,7 @@ def test_skipping_other_layers_gradients_keeps_a_layers_trajectory():
 def test_fig2_drl_arm_pseudo_inverse_limit_and_adam_noise_floor(xla_optimized):
     """Fig. 2's DRL arm: Q_fc1 → W_out⁺ (not W_outᵀ); at the fork's lr Adam noise keeps it well above.
 
-    With a small lr, ∠(W_outᵀ, Q_fc1) converges to ∠(W_outᵀ, W_out⁺ᵀ), the DRL limit (spec §7.1);
+    With a small lr, ∠(W_outᵀ, Q_fc1) converges to ∠(W_outᵀ, W_out⁺ᵀ), the DRL limit (design §7.1);
     with the tuned lr_fb = 0.0045 (and the fork's three steps per call) the angle plateaus
     ≈ 10° higher, which is where the paper's 18.7° comes from.
     """

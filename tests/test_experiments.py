@@ -137,8 +137,8 @@ def test_angles_plot_default_labels_and_missing_workdir(tmp_path):
 def test_stats_and_seed_lists():
     s = ex.stats([1.0, 3.0])
     assert s["mean"] == 2.0 and s["std"] == 1.0 and s["per_seed"] == [1.0, 3.0]
-    assert ex.seed_list(5, 123, 111) == [123, 234, 345, 456, 567]  # Fig. 2 seeds (spec §7.1)
-    assert ex.seed_list(3) == [123, 124, 125]  # Fig. 3 seeds (spec §7.2)
+    assert ex.seed_list(5, 123, 111) == [123, 234, 345, 456, 567]  # Fig. 2 seeds (design §7.1)
+    assert ex.seed_list(3) == [123, 124, 125]  # Fig. 3 seeds (design §7.2)
     x1, y1 = ex.single_batch("synthetic", "", 4, 7, (8, 8, 3))
     x2, _ = ex.single_batch("synthetic", "", 4, 8, (8, 8, 3))
     assert x1.shape == (4, 8, 8, 3) and y1.shape == (4,)

@@ -1,4 +1,4 @@
-"""L-DRL feedback loss and its training loop (paper Eq. 13-17, Alg. 3; spec §1)."""
+"""L-DRL feedback loss and its training loop (paper Eq. 13-17, Alg. 3; design §1)."""
 
 import chex
 import jax
@@ -60,7 +60,7 @@ def test_noise_shapes_order_and_independence():
 
 
 def test_noisy_reconstruction_uses_noisy_pool_indices():
-    """dr uses ι(x + dx), dr_y and r use the clean ι(x) (spec §1.2)."""
+    """dr uses ι(x + dx), dr_y and r use the clean ι(x) (design §1.2)."""
     net = nets.lenet((8, 8, 2), 3, channels=(3, 4), hidden=5)
     fwd, fb = nets.init_params(jax.random.key(0), net)
     block = net.blocks[1]
@@ -81,7 +81,7 @@ def test_noisy_reconstruction_uses_noisy_pool_indices():
 
 
 def test_ldrl_gradient_oracle_linear():
-    """E[∇_V L] = 2σ²(V − Wᵀ) for linear F(x) = xW, G(y) = yV (spec §7.1); ∇_c L = 0 exactly."""
+    """E[∇_V L] = 2σ²(V − Wᵀ) for linear F(x) = xW, G(y) = yV (design §7.1); ∇_c L = 0 exactly."""
     fin, fout, sigma = 6, 4, 0.2
     block = _dense_block(fin, fout)
     f, g = nets.init_block(jax.random.key(0), block)

@@ -1,4 +1,4 @@
-"""Distance and angle metrics (spec §6)."""
+"""Distance and angle metrics (design §6)."""
 
 import jax
 import jax.numpy as jnp

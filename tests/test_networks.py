@@ -1,4 +1,4 @@
-"""Networks: shapes, parameter counts, initialisation, the architecture registry (spec §3)."""
+"""Networks: shapes, parameter counts, initialisation, the architecture registry (design §3)."""
 
 import math
 
@@ -46,7 +46,7 @@ def test_vgg_shapes_and_roundtrip():
 def test_init_is_uniform_with_reference_fan_in():
     net = nets.lenet()
     fwd, fb = nets.init_params(jax.random.key(0), net)
-    expect = {  # (F fan-in, G fan-in) per block, spec §3.5
+    expect = {  # (F fan-in, G fan-in) per block, design §3.5
         0: (3 * 25, 3 * 25),
         1: (32 * 25, 32 * 25),
         2: (4096, 512),

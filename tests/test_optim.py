@@ -1,4 +1,4 @@
-"""Forward optimizer: per-epoch cosine schedule and coupled weight decay (spec §2.5-2.6)."""
+"""Forward optimizer: per-epoch cosine schedule and coupled weight decay (design §2.5-2.6)."""
 
 import math
 
@@ -19,7 +19,7 @@ def test_cosine_epoch_values_including_rise_after_t_max():
             float(optim.cosine_epoch_lr(epoch, lr0, t_max, eta_min)), expected, rtol=1e-6, atol=1e-9
         )
     np.testing.assert_allclose(float(optim.cosine_epoch_lr(85, lr0)), eta_min, rtol=1e-4)
-    # After T_max the rate rises again (90-epoch runs, spec §2.6).
+    # After T_max the rate rises again (90-epoch runs, design §2.6).
     assert optim.cosine_epoch_lr(89, lr0) > optim.cosine_epoch_lr(86, lr0) > optim.cosine_epoch_lr(85, lr0)
     # 40-epoch runs only decay to ≈ 55 % of lr0.
     np.testing.assert_allclose(float(optim.cosine_epoch_lr(39, lr0)) / lr0, 0.5628, atol=2e-3)

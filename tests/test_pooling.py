@@ -1,4 +1,4 @@
-"""Max-pool with indices and max-unpool in both modes (spec §1.3, §11)."""
+"""Max-pool with indices and max-unpool in both modes (design §1.3, §11)."""
 
 import chex
 import jax

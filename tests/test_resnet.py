@@ -1,4 +1,4 @@
-"""ResNet-18/34 with DTP feedback (jdtp/resnet.py, spec §3.4): shapes, counts, adjointness, L-DRL, Thm. 4.3."""
+"""ResNet-18/34 with DTP feedback (jdtp/resnet.py, design §3.4): shapes, counts, adjointness, L-DRL, Thm. 4.3."""
 
 import dataclasses
 import json
@@ -144,7 +144,7 @@ def test_jacobian_mode_is_the_vjp_of_the_forward_pass(activation):
 
 
 def test_reference_mode_is_the_inverted_basic_block_and_not_the_vjp():
-    """G of a stage = reversed inverted BasicBlocks (spec §3.4); with G = sym(F) its Jacobian is not ∂Fᵀ."""
+    """G of a stage = reversed inverted BasicBlocks (design §3.4); with G = sym(F) its Jacobian is not ∂Fᵀ."""
     with jax.enable_x64(True):
         net, fwd, fb = _f64_net()
         block, f, g = net.blocks[2], fwd[2], fb[2]

@@ -1,4 +1,4 @@
-"""Targets, local losses and the gradient-matching property (paper Eq. 3-6, Thm. 4.3; spec §2)."""
+"""Targets, local losses and the gradient-matching property (paper Eq. 3-6, Thm. 4.3; design §2)."""
 
 import functools
 
@@ -177,7 +177,7 @@ def test_bp_grads_match_finite_differences():
 
 
 def test_tp_targets_match_float64_numpy():
-    """TP (spec §8.2): t^n = G^n(t^{n+1}) with G's bias, no difference correction."""
+    """TP (design §8.2): t^n = G^n(t^{n+1}) with G's bias, no difference correction."""
     with jax.enable_x64(True):
         net = _mlp()
         fwd, fb = nets.init_params(jax.random.key(2), net, jnp.float64)

@@ -1,7 +1,7 @@
 """Fig. 2 (JMC of the last layer, fixed random forward weights): ``python -m jdtp.experiments.jmc``.
 
-Paper protocol (spec §7.1): 5 seeds (123, 234, …), one batch of 128 per seed, 5000
-feedback iterations per arm. L-DRL: σ = 0.08, lr = 0.01 (spec §10.14; ``--config.sigma=0.1395
+Paper protocol (design §7.1): 5 seeds (123, 234, …), one batch of 128 per seed, 5000
+feedback iterations per arm. L-DRL: σ = 0.08, lr = 0.01 (design §10.14; ``--config.sigma=0.1395
 --config.lr=0.0354`` gives the reference script's defaults). DRL: the fork's CIFAR-10 s-DDTP
 feedback values (``jdtp.ddtp_configs.S_DDTP['cifar10']``). 167 s on 2 CPU cores.
 """

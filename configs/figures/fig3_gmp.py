@@ -1,6 +1,6 @@
 """Fig. 3 (GMP per layer under five feedback schemes): ``python -m jdtp.experiments.gmp``.
 
-Paper protocol (spec §7.2): 5 seeds (123 … 127), one batch of 256, the training β of LeNet on
+Paper protocol (design §7.2): 5 seeds (123 … 127), one batch of 256, the training β of LeNet on
 CIFAR-10 (``configs/lenet_cifar10.py``), L-DRL pre-training K = 5000 per layer with
 σ = [0.2, 0.2, 0.1] and lr = [1e-4, 2.5e-3, 0.01], DRL 5000 iterations per hidden layer with the
 fork's CIFAR-10 s-DDTP feedback values (``jdtp.ddtp_configs``), both unpool modes.

@@ -1,4 +1,4 @@
-"""Backprop baseline on the same network (spec §4.5): ``config.algorithm = 'bp'``.
+"""Backprop baseline on the same network (design §4.5): ``config.algorithm = 'bp'``.
 
 Mean cross-entropy, gradients through the whole network, the same forward
 optimizer section ``optim`` as DTP. No feedback weights: the state carries none,

@@ -1,10 +1,10 @@
-"""s-DDTP and p-DDTP: the DDTP-linear baseline of paper Table 1 (spec §8.4): ``config.algorithm = 'ddtp'``.
+"""s-DDTP and p-DDTP: the DDTP-linear baseline of paper Table 1 (design §8.4): ``config.algorithm = 'ddtp'``.
 
 Meulemans et al. (2020)'s LeNet-equivalent (tanh, max-pool 3×3/s2/p1, fc 512,
 output) with direct linear feedback Q_n from the output to every hidden layer
 (``jdtp.drl``), trained as the paper's runs did:
 
-* per batch (spec §8.4 "Per-batch order"): forward pass; the DDTP forward
+* per batch (design §8.4 "Per-batch order"): forward pass; the DDTP forward
   gradients with the *current* Q (:func:`jdtp.drl.ddtp_forward_grads`); the DRL
   feedback training of all Q_n (:func:`jdtp.drl.train_feedback`, one Adam over
   all feedback weights, fork or original semantics); then the forward step,
@@ -54,7 +54,7 @@ def section_defaults() -> ml_collections.ConfigDict:
     c.b1_fb = 0.9
     c.b2_fb = 0.999
     c.feedback_wd = placeholder(float)
-    c.semantics = "fork"  # 'fork' (the paper's runs) or 'original' (Meulemans), spec §10.16
+    c.semantics = "fork"  # 'fork' (the paper's runs) or 'original' (Meulemans), design §10.16
     c.epochs_fb = 0  # feedback-only epochs first (s-DDTP: 10)
     c.extra_fb_epochs = 0  # feedback-only epochs after each joint epoch (s-DDTP: 1)
     c.float64 = False  # the reference's double precision (slower; CPU/GPU only)
@@ -63,7 +63,7 @@ def section_defaults() -> ml_collections.ConfigDict:
 
 @dataclasses.dataclass(frozen=True)
 class DDTPHParams:
-    """DDTP hyperparameters (spec §8.4, paper Tables 8 and 9).
+    """DDTP hyperparameters (design §8.4, paper Tables 8 and 9).
 
     Attributes:
       target_stepsize: η, the output target's step on the mean cross-entropy.
@@ -148,7 +148,7 @@ def total_epochs(num_epochs: int, epochs_fb: int, extra_fb_epochs: int) -> int:
 
 
 def init_forward_params(key: jax.Array, net: nets.Network, dtype=jnp.float32) -> tuple[dict, ...]:
-    """Xavier-normal forward weights, zero biases (spec §8.4 "Initialisation").
+    """Xavier-normal forward weights, zero biases (design §8.4 "Initialisation").
 
     std = sqrt(2 / (fan_in + fan_out)) with torch's fans from each block's
     param specs (conv: C_in·k² and C_out·k²; dense: in and out). Block n's
@@ -234,7 +234,7 @@ class DDTP(base.Algorithm):
         return phase_of_epoch(step // self.steps_per_epoch, self.hp.epochs_fb, self.hp.extra_fb_epochs)
 
     def learning_rate(self, step):
-        # No schedule (spec §8.4); the first block's lr as used.
+        # No schedule (design §8.4); the first block's lr as used.
         del step
         return self.hp.lr[0] / (self.hp.target_stepsize if self.hp.normalize_lr else 1.0)
 
@@ -257,7 +257,7 @@ class DDTP(base.Algorithm):
         if phase not in PHASES:
             raise ValueError(f"unknown DDTP phase {phase!r}; expected one of {PHASES}")
         hp = self.hp
-        # Forward gradients with the current Q, before the feedback update (spec §8.4 step 2).
+        # Forward gradients with the current Q, before the feedback update (design §8.4 step 2).
         grads, out = drl.ddtp_forward_grads(
             self.net, state.fwd_params, state.fb_params, x, labels, hp.target_stepsize
         )

@@ -1,4 +1,4 @@
-"""L-DRL DTP, the paper's algorithm (§4, Alg. 3; spec §1-2): ``config.algorithm = 'dtp'``.
+"""L-DRL DTP, the paper's algorithm (§4, Alg. 3; design §1-2): ``config.algorithm = 'dtp'``.
 
 Feedback: K_n iterations of the L-DRL loss per layer (``jdtp.feedback``), each
 followed by an SGD-momentum step; targets: difference target propagation

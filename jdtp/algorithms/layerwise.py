@@ -2,7 +2,7 @@
 
 L-DRL DTP, vanilla DTP and TP (and their variants) all:
 
-1. run the forward pass once and keep s^n and the pool indices (spec §1.1);
+1. run the forward pass once and keep s^n and the pool indices (design §1.1);
 2. train each layer-wise feedback block G^n, n = 1 … N−1, for K_n iterations
    of *its* feedback loss with its own SGD-momentum optimizer
    (:func:`jdtp.feedback.train_feedback`);
@@ -184,14 +184,14 @@ class LayerwiseAlgorithm(base.Algorithm):
     def update(self, state, x, labels, key, *, phase):
         del phase
         net = self.net
-        # Activations and clean indices once per batch, shared by all K iterations (spec §1.1).
+        # Activations and clean indices once per batch, shared by all K iterations (design §1.1).
         s, aux = targets.forward_pass(net, state.fwd_params, x)
         fb_params, fb_opt_state, fb_losses = self.train_feedback(state, jax.lax.stop_gradient(s), aux, key)
         grads, out = targets.forward_update(
             net, state.fwd_params, x, targets=self.make_targets(fb_params, labels, self.hp.beta)
         )
         updates, fwd_opt_state = self.fwd_tx.update(grads, state.fwd_opt_state, state.fwd_params)
-        logits = out["s"][-1]  # pre-update logits, as the reference logs (spec §2.1.7)
+        logits = out["s"][-1]  # pre-update logits, as the reference logs (design §2.1, step 6)
         jmc_dist, jmc_angle = mt.jmc_metrics(net, state.fwd_params, fb_params)
         metrics = {
             "loss": targets.cross_entropy(logits, labels),

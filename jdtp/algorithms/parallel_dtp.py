@@ -1,4 +1,4 @@
-"""ParallelDTP (the reference's variant, not in the paper; spec §8.1): ``config.algorithm = 'parallel_dtp'``.
+"""ParallelDTP (the reference's variant, not in the paper; design §8.1): ``config.algorithm = 'parallel_dtp'``.
 
 What changes relative to L-DRL DTP (``jdtp.algorithms.dtp``):
 

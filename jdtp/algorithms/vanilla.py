@@ -1,4 +1,4 @@
-"""Vanilla DTP and TP baselines (paper Alg. 1 and §3.1; spec §8.2): ``'vanilla_dtp'``, ``'tp'``.
+"""Vanilla DTP and TP baselines (paper Alg. 1 and §3.1; design §8.2): ``'vanilla_dtp'``, ``'tp'``.
 
 Both train each G^n to invert F^n with the reconstruction loss of Lee et al.
 (2015) (:func:`jdtp.feedback.reconstruction_loss`), with the same per-layer K,

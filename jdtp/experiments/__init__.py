@@ -28,7 +28,7 @@ SYNTHETIC = "synthetic"
 
 
 def seed_list(num_seeds: int, base: int = 123, stride: int = 1) -> list[int]:
-    """``[base, base + stride, …]``: Fig. 2 uses 123, 234, … (stride 111), Fig. 3 123 … 127 (spec §7)."""
+    """``[base, base + stride, …]``: Fig. 2 uses 123, 234, … (stride 111), Fig. 3 123 … 127 (design §7)."""
     return [base + stride * i for i in range(int(num_seeds))]
 
 
@@ -49,7 +49,7 @@ def single_batch(
     num_classes: int = 10,
     dtype=jnp.float32,
 ) -> tuple[jax.Array, jax.Array]:
-    """The one input batch of a seed (spec §7.1: fixed within a seed, different across seeds).
+    """The one input batch of a seed (design §7.1: fixed within a seed, different across seeds).
 
     Args:
       data: ``'synthetic'`` (i.i.d. N(0, 1) images of ``input_shape`` and

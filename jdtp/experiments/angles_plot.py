@@ -1,4 +1,4 @@
-r"""Fig. 4: GMP angles per layer during training, read from training workdirs (paper §5.3, spec §7.3).
+r"""Fig. 4: GMP angles per layer during training, read from training workdirs (paper §5.3, design §7.3).
 
 Training (``jdtp.main`` with ``config.gmp_every_steps > 0``) appends JSON lines
 to ``<workdir>/metrics.jsonl``; the lines with GMP angles look like::

@@ -1,10 +1,10 @@
-r"""Fig. 3: the GMP under five feedback-weight schemes (paper §5.2, spec §7.2).
+r"""Fig. 3: the GMP under five feedback-weight schemes (paper §5.2, design §7.2).
 
 Per seed: a no-bias LeNet (weights drawn as ``LeNet(bias=True)`` under the seed,
 biases dropped) with random *fixed* forward weights and one batch (256). For
 each scheme, the angle between the forward-weight update and the backprop
 gradient of the mean cross-entropy is measured per layer (conv_0, conv_1, fc1,
-fc2; weights only, spec §6.3), with the training β = 0.4655:
+fc2; weights only, design §6.3), with the training β = 0.4655:
 
 * ``DRL_random`` (a): DDTP-linear direct feedback Q at xavier-normal init;
   DDTP update (:func:`jdtp.drl.ddtp_forward_grads`, target stepsize β) / β.
@@ -20,13 +20,13 @@ fc2; weights only, spec §6.3), with the training β = 0.4655:
 
 Unpooling ablation (``--unpool_mode=both``, default): the L-DRL schemes are
 run with the reference's scatter-*set* max-unpool and with the exact transpose
-scatter-*add* (spec §1.3, §10.4). Only G^1 (conv_1's feedback) unpools, so only
+scatter-*add* (design §1.3, §10.4). Only G^1 (conv_1's feedback) unpools, so only
 its training and the conv_0 angle depend on the mode; G^2 and G^3 are trained
 once and shared by both modes.
 
 Deviations from the reference protocol: no data augmentation of the batch;
 all schemes of a seed see the same batch (the reference's L-DRL and DRL
-schemes may see different batches, spec §10.15).
+schemes may see different batches, design §10.15).
 
 Budget: the defaults (``configs/figures/fig3_gmp.py``) are the paper's. On CPU, G^1's
 L-DRL iterations dominate (≈ 0.24 s per iteration at batch 64 on 2 cores, ∝
@@ -328,7 +328,7 @@ def run(args, out_dir: str) -> dict[str, Any]:
         },
         "paper": PAPER,
         "notes": (
-            "angle: ∠(update/β, BP gradient) per layer, weights only (spec §6.3). distance: relative to "
+            "angle: ∠(update/β, BP gradient) per layer, weights only (design §6.3). distance: relative to "
             "update/β; meaningful for the L-DRL schemes only (the DDTP update carries 1/B and per-layer "
             "normalisations). jmc_angle: ∠(F^n, G^nᵀ) for n = 1..3 after pre-training; for DRL: "
             "∠(W_outᵀ, Q_fc1) and its distance."
@@ -368,7 +368,7 @@ def run(args, out_dir: str) -> dict[str, Any]:
 def _gmp_fns(net: nets.Network, beta: float, dtype) -> dict[str, Any]:
     """Jitted helpers: forward pass, Q init, symmetric G, and the GMP measurement of each scheme type.
 
-    The measurements return ``(distances, angles)`` per block (update/β vs BP, spec §6.3) plus the
+    The measurements return ``(distances, angles)`` per block (update/β vs BP, design §6.3) plus the
     feedback alignment: ``(dist, angle)`` of W_outᵀ vs Q_fc1 for DDTP, the JMC angles for layer-wise G.
     """
 

@@ -1,4 +1,4 @@
-r"""Fig. 2: L-DRL vs DRL aligning LeNet's last-layer feedback weights (paper §5.1, spec §7.1).
+r"""Fig. 2: L-DRL vs DRL aligning LeNet's last-layer feedback weights (paper §5.1, design §7.1).
 
 Protocol: per seed, a LeNet (ELU, biases, PyTorch-default init) with *frozen*
 random forward weights and *one* fixed input batch (batch 128). Only feedback
@@ -8,14 +8,14 @@ their feedback counterpart are recorded every ``record_every`` iterations:
 
 * **L-DRL** (ours): one L-DRL iteration (:func:`jdtp.feedback.ldrl_loss`) of the
   output block G^{N−1} (Linear 10→512) followed by one SGD-momentum-0.9 step;
-  metric between ``W_out`` and ``G^{N−1}ᵀ`` (:mod:`jdtp.metrics`, spec §6.2).
+  metric between ``W_out`` and ``G^{N−1}ᵀ`` (:mod:`jdtp.metrics`, design §6.2).
 * **DRL** (Meulemans et al. 2020): the DDTP-linear network with the *same*
   forward weights; every iteration is one call of the DDTP feedback training
   (:func:`jdtp.drl.train_feedback`, K = 1 per hidden layer, fork semantics,
   Adam lr 0.0045, σ 0.00921, wd 6.17e-5, eps 7.5e-7: the fork's CIFAR-10
   config); metric between ``W_outᵀ`` and the fc1 direct feedback ``Q_fc1``.
 
-Hyperparameter choice for L-DRL (spec §10.14): the paper only says σ and lr
+Hyperparameter choice for L-DRL (design §10.14): the paper only says σ and lr
 were "carefully tuned"; the reference's figure script defaults to the last
 layer's training values σ = 0.1395, lr = 0.0354, and a comment in the
 reference reports σ = 0.08, lr = 0.01 → 2.8° after 5000 iterations. We default
