@@ -14,7 +14,7 @@ import time
 import tensorflow_datasets as tfds
 from absl import app, flags
 
-from jdtp import config_base, input_pipeline
+from jdtp import batching, config_base
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer(
@@ -30,9 +30,9 @@ def main(argv):
     data.name, data.download, data.validation_split = "imagenet32", False, 0.0
     start = time.time()
     with tfds.testing.mock_data(num_examples=FLAGS.num_examples):
-        dataset = input_pipeline.load_dataset(data)
+        dataset = batching.load_dataset(data)
         for step in range(FLAGS.steps):
-            batch = input_pipeline.get_train_batch(dataset, step, FLAGS.batch, 0)
+            batch = batching.get_train_batch(dataset, step, FLAGS.batch, 0)
         assert batch["image"].shape == (FLAGS.batch, 32, 32, 3), batch["image"].shape
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(

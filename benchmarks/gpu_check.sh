@@ -39,7 +39,8 @@ mkdir -p "$OUT"
 run() {  # name, extra flags
   for chunk in 0 1e-9; do  # hoisted (automatic chunks), then one iteration per chunk
     "$VENV/bin/python" -m jdtp.benchmark --configs="$1" --repeats="$REPEATS" --conv_impl=auto \
-      --feedback_mode=sequential --both_modes --fb_chunk_mib="$chunk" --out="$OUT/$2_chunk$chunk.json" "${@:3}"
+      --set=dtp.feedback_mode=sequential --variant=dtp_concurrent:dtp.feedback_mode=concurrent \
+      --set=dtp.fb_chunk_mib="$chunk" --out="$OUT/$2_chunk$chunk.json" "${@:3}"
   done
 }
 run lenet lenet_b100 --batch_size=lenet=100
@@ -59,9 +60,9 @@ for path in sys.argv[1:]:
     device = data["environment"]["device_kind"]
     for r in data["results"]:
         seq, conc, bp = r["dtp"], r.get("dtp_concurrent", {}), r["bp"]
-        it = r["fb_loop_iterations"]
+        it = seq["fb_loop_iterations"]
         mem = (r.get("device_memory") or {}).get("peak_bytes_in_use", float("nan")) / 2**30
-        chunks = ",".join(str(c) for c in r.get("fb_chunks", []))
+        chunks = ",".join(str(c) for c in seq.get("fb_chunks", []))
         print(f"{device[:22]:22s} {r['config'][-28:]:28s} {r['batch_size']:5d} {chunks[-14:]:>14s} {seq['step_s_median']:9.3f} "
               f"{conc.get('step_s_median', float('nan')):10.3f} {str(it['sequential']) + '/' + str(it['concurrent']):>17s} "
               f"{bp['step_s_median']:8.4f} {seq['images_per_s']:9.0f} {bp['images_per_s']:9.0f} "

@@ -30,10 +30,13 @@ def main(argv):
     del argv
     from jdtp import (
         algorithms,
+        architectures,
+        augmentation,
+        batching,
         checkpointing,
         config_base,
+        datasets,
         evaluation,
-        input_pipeline,
         run_files,
         sharding,
         train,
@@ -60,19 +63,19 @@ def main(argv):
 
         result = train.train_and_evaluate(c, workdir, callbacks=[stop_at_budget])
         wall = time.time() - t0
-        info = input_pipeline.get_info(c.data.name, c.data)
-        net = train.build_network(c, info)
-        ds = input_pipeline.load_dataset(c.data)
-        algo = algorithms.create(c, net, input_pipeline.steps_per_epoch(ds.num_train, c.data.batch_size))
+        info = datasets.get_info(c.data.name, c.data)
+        net = architectures.build_from_config(c.model, info.shape, info.num_classes)
+        ds = batching.load_dataset(c.data)
+        algo = algorithms.create(c, net, batching.steps_per_epoch(ds.num_train, c.data.batch_size))
         manager = checkpointing.make_manager(workdir)
         manager, state, step = checkpointing.restore_latest_good(manager, algo.init_state(jax_key()))
         checkpointing.wait_and_close(manager)
         mesh = sharding.make_mesh(1)
-        eval_step = evaluation.make_eval_step(net, preprocess=input_pipeline.make_eval_preprocess(info))
+        eval_step = evaluation.make_eval_step(net, preprocess=augmentation.make_eval_preprocess(info))
         ev = evaluation.evaluate(
             eval_step,
             state.fwd_params,
-            (sharding.global_batch(b, mesh) for b in input_pipeline.eval_batches(ds, 500)),
+            (sharding.global_batch(b, mesh) for b in batching.eval_batches(ds, 500)),
         )
         records = run_files.read_metrics(os.path.join(workdir, "metrics.jsonl"))
         last = {}

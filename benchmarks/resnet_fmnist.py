@@ -54,19 +54,19 @@ def gmp_part() -> dict:
     import jax.numpy as jnp
     import numpy as np
 
-    from jdtp import algorithms, input_pipeline, networks, train
+    from jdtp import algorithms, architectures, augmentation, batching, datasets, networks
     from jdtp import metrics as mt
     from jdtp import targets as tg
 
     out = {}
     c = _config()
-    ds = input_pipeline.load_dataset(c.data)
-    info = input_pipeline.get_info(c.data.name, c.data)
-    batch = input_pipeline.get_train_batch(ds, 0, FLAGS.batch, 0)
-    x, labels = input_pipeline.make_eval_preprocess(info)(batch)
+    ds = batching.load_dataset(c.data)
+    info = datasets.get_info(c.data.name, c.data)
+    batch = batching.get_train_batch(ds, 0, FLAGS.batch, 0)
+    x, labels = augmentation.make_eval_preprocess(info)(batch)
     for mode in ("reference", "adjoint", "jacobian"):
         c.model.feedback = mode
-        net = train.build_network(c, info)
+        net = architectures.build_from_config(c.model, info.shape, info.num_classes)
         fwd, fb_random = networks.init_params(jax.random.key(0), net)
 
         def gmp(fwd, fb):

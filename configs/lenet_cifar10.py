@@ -31,4 +31,4 @@ def get_config(variant: str = ""):
         c.dtp.fb_lr = (0.001, 0.005, 0.045)
         c.optim.lr = 0.01
     bp = {"optim.lr": 0.03, "data.batch_size": 193}
-    return config_base.apply_common_variants(c, variants, bp, known=("table6",))
+    return config_base.apply_common_variants(c, variants, {"bp": bp}, known=("table6",))

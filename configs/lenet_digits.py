@@ -28,4 +28,4 @@ def get_config(variant: str = ""):
     c.gmp_every_steps = 200
     c.checkpoint_every_steps = 400
     bp = {"optim.lr": 0.02}
-    return config_base.apply_common_variants(c, config_base.parse_variant(variant), bp)
+    return config_base.apply_common_variants(c, config_base.parse_variant(variant), {"bp": bp})

@@ -21,4 +21,4 @@ def get_config(variant: str = ""):
     c.optim.lr = 0.005697551532646145
     c.num_epochs = 40
     bp = {"optim.lr": 0.01374, "data.batch_size": 140}
-    return config_base.apply_common_variants(c, config_base.parse_variant(variant), bp)
+    return config_base.apply_common_variants(c, config_base.parse_variant(variant), {"bp": bp})

@@ -23,4 +23,4 @@ def get_config(variant: str = ""):
     c.optim.lr = 0.02046745493369468
     c.num_epochs = 40
     bp = {"optim.lr": 0.007938, "data.batch_size": 166}
-    return config_base.apply_common_variants(c, config_base.parse_variant(variant), bp)
+    return config_base.apply_common_variants(c, config_base.parse_variant(variant), {"bp": bp})

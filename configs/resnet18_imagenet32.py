@@ -14,7 +14,7 @@ StepLR(30, 0.1), batch 256 (design §4.5). Top-1 and top-5 are logged.
 
 import os
 
-from jdtp import config_base, networks
+from jdtp import architectures, config_base
 
 
 def get_config(variant: str = ""):
@@ -22,5 +22,5 @@ def get_config(variant: str = ""):
     # in vgg_imagenet32.py; only the model differs (its options from jdtp/resnet.py, conv_impl as the variant set it).
     c = config_base.load_config_file(os.path.join(os.path.dirname(__file__), "vgg_imagenet32.py"), variant)
     with c.unlocked():
-        c.model = networks.model_config("resnet18", conv_impl=c.model.conv_impl)
+        c.model = architectures.model_config("resnet18", conv_impl=c.model.conv_impl)
     return c

@@ -22,4 +22,4 @@ def get_config(variant: str = ""):
     c.optim.lr = 0.05
     c.num_epochs = 90
     bp = {"optim.lr": 0.05}
-    return config_base.apply_common_variants(c, config_base.parse_variant(variant), bp)
+    return config_base.apply_common_variants(c, config_base.parse_variant(variant), {"bp": bp})

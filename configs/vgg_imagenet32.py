@@ -24,4 +24,4 @@ def get_config(variant: str = ""):
     c.optim.lr = 0.01
     c.num_epochs = 90
     bp = {"optim.lr": 0.01, "optim.schedule": "step", "optim.step_size": 30, "optim.gamma": 0.1}
-    return config_base.apply_common_variants(c, config_base.parse_variant(variant), bp)
+    return config_base.apply_common_variants(c, config_base.parse_variant(variant), {"bp": bp})

@@ -14,6 +14,15 @@
   step runs, a background thread already reads the next batch: training batch
   ``step + 1`` (a pure function of the step, so prefetching cannot change which
   examples a step sees) and the next eval batch.
+
+The input pipeline is three modules: :mod:`jdtp.datasets` (what a dataset is and
+where its examples come from), this one, and :mod:`jdtp.augmentation` (flip, crop
+and normalisation inside the jitted step). Why not ``grain``: its samplers shuffle
+with their own index permutation and resume from a saved iterator state, whereas a
+step here must map to the same examples as ``np.random.default_rng([seed, epoch])
+.permutation`` always did (bitwise resume, old runs). Feeding grain our indices would
+leave it wrapping ``source[i]``; the code it would replace is a chunked
+``__getitems__`` loop and one read-ahead thread.
 """
 
 from __future__ import annotations

@@ -1,14 +1,18 @@
-"""Step-time, FLOP and memory benchmark of the DTP and BP train steps.
+"""Step-time, FLOP and memory benchmark of train steps (by default DTP against BP).
 
     python -m jdtp.benchmark --configs=lenet,vgg --repeats=5 --out=results/benchmark.json
-    python -m jdtp.benchmark --configs=lenet --batch_size=lenet=100
+    python -m jdtp.benchmark --configs=lenet --batch_size=lenet=100 [--algos=dtp,bp]
+    python -m jdtp.benchmark --configs=vgg --set=dtp.fb_chunk_mib=1024 \
+        --variant=dtp_concurrent:dtp.feedback_mode=concurrent
 
 For each experiment config (``configs/lenet_cifar10.py`` as ``lenet``,
 ``configs/vgg_cifar10.py`` as ``vgg``, or any config file) it builds the real
-network and hyperparameters, feeds
-random inputs of the real shapes to the jitted steps of ``jdtp.algorithms``, and
-records (after compilation and one warm-up step) the median step time of DTP
-and BP, interleaved so that machine noise hits both alike. In the same run it
+network and hyperparameters, feeds random inputs of the real shapes to the jitted
+steps of each algorithm in ``--algos`` (the experiment's own, or another on the same
+network: ``jdtp.algorithms.switch``) and of each ``--variant`` (the first algorithm with
+other values), and records (after compilation and one warm-up step) their median step
+times, interleaved so that machine noise hits all alike, with what each algorithm
+records about its step (``Algorithm.benchmark_record``: settings and analytic FLOPs). In the same run it
 measures the machine's speed on a large matrix product and on the network's
 largest convolution, so every time can be read as a fraction of peak.
 
@@ -26,20 +30,20 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import resource
 import statistics
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import logging
+from absl import app, flags, logging
 
-from jdtp import algorithms, config_base, feedback, input_pipeline, targets
+from jdtp import algorithms, architectures, config_base, datasets, environment
 from jdtp import blocks as blk
 from jdtp import conv as convs
 from jdtp import networks as nets
@@ -58,58 +62,13 @@ def config_path(name: str) -> str:
 def load_config(name: str, overrides: dict | None = None) -> ml_collections.ConfigDict:
     """The DTP config behind a benchmark name, on synthetic data of the experiment's shapes."""
     c = config_base.load_config_file(config_path(name))
-    info = input_pipeline.get_info(c.data.name, c.data)
+    info = datasets.get_info(c.data.name, c.data)
     c.data.synthetic_shape = tuple(info.shape)
     c.data.synthetic_num_classes = info.num_classes
     c.data.name = "synthetic"
     for dotted, value in (overrides or {}).items():
         config_base.set_dotted(c, dotted, value)
     return c
-
-
-# ---------------------------------------------------------------------------
-# Analytic FLOPs.
-
-
-def fb_iteration_linear_maps(closed_form: bool) -> dict[str, int]:
-    """Linear maps (each of one block's FLOPs) per L-DRL iteration, as jdtp computes it.
-
-    ``hoisted``: what does not depend on G, computed before the sequential loop
-    (``feedback.LayerLoss.prepare``); ``chain``: what each sequential iteration runs.
-    Closed form (``feedback.ldrl_layer_loss``): hoisted F(x+dx) and the constant weight
-    gradient wg(Δ1, −2dx/B); in the chain G's map L_W(Δ2) and the weight gradient
-    wg(Δ2, 2L_W(Δ2)/B): 2 + 2 (before hoisting all 4 were in the chain). Autodiff form:
-    hoisted F(x+dx); in the chain G's map on both differences and their two weight gradients:
-    1 + 4. Kernel gradients are counted as the direct product, whichever form computes them
-    (the FFT form of 5×5 kernels needs fewer FLOPs).
-    """
-    return {"hoisted": 2, "chain": 2} if closed_form else {"hoisted": 1, "chain": 4}
-
-
-def analytic_flops(net: nets.Network, batch: int, num_fb_iters, closed_form: bool = True) -> dict:
-    """Matrix-product/convolution FLOPs of one DTP step and one BP step.
-
-    DTP: Σ_n K_n × (maps per iteration) × M_n for the feedback phase, split into the hoisted
-    part and the sequential chain (:func:`fb_iteration_linear_maps`), plus the forward
-    update: forward pass (M_n each), target propagation (one G map per n ≥ 1) and the weight
-    gradients (M_n each). BP: forward, weight gradients, and input gradients for every block
-    but the first.
-    """
-    m = [b.linear_flops(batch) for b in net.blocks]
-    maps = fb_iteration_linear_maps(closed_form)
-    per_layer = [int(k) * m[n] for n, k in enumerate(num_fb_iters, start=1)]
-    hoisted = maps["hoisted"] * sum(per_layer)
-    chain = maps["chain"] * sum(per_layer)
-    fwd_update = 2 * sum(m) + sum(m[1:])
-    bp = 3 * sum(m) - m[0]
-    return {
-        "dtp": hoisted + chain + fwd_update,
-        "dtp_feedback": hoisted + chain,
-        "dtp_feedback_hoisted": hoisted,
-        "dtp_feedback_chain": chain,
-        "dtp_forward_update": fwd_update,
-        "bp": bp,
-    }
 
 
 def _xla_flops(compiled) -> float | None:
@@ -201,30 +160,28 @@ def _device_memory() -> dict | None:
     return {k: int(v) for k, v in stats.items() if k in keep}
 
 
-def _algorithm(config: ml_collections.ConfigDict, name: str):
-    """The algorithm ``name`` (switched from the config's own if needed) on the config's network."""
-    c = ml_collections.ConfigDict(config.to_dict())
-    if name != c.algorithm:
-        algorithms.switch(c, name)
-    info = input_pipeline.get_info(c.data.name, c.data)
-    net = nets.build_from_config(c.model, info.shape, info.num_classes)
-    algo = algorithms.create(c, net, steps_per_epoch=390)
-    return algo
+def _configs(config: ml_collections.ConfigDict, algos, variants) -> dict[str, ml_collections.ConfigDict]:
+    """``{label: config}``: each algorithm of ``algos`` on the experiment's network, then each variant."""
+    out = {}
+    for name in algos:
+        c = ml_collections.ConfigDict(config.to_dict())
+        if name != c.algorithm:
+            algorithms.switch(c, name)
+        out[name] = c
+    for label, overrides in variants:
+        c = ml_collections.ConfigDict(out[algos[0]].to_dict())
+        for dotted, value in overrides.items():
+            config_base.set_dotted(c, dotted, value)
+        out[label] = c
+    return out
 
 
-def _fb_chunks(algo, state, images) -> list[int]:
-    """Iterations per chunk of hoisted terms, per trainable G^n (``feedback.chunk_size``)."""
-    chunks = []
-
-    def trace(fwd_params, x):
-        s, aux = targets.forward_pass(algo.net, fwd_params, x)
-        for n in range(1, algo.net.num_blocks):
-            layer = algo.layer_loss(n, fwd_params[n], s[n], s[n + 1], aux[n])
-            chunks.append(feedback.chunk_size(layer, algo.hp.num_fb_iters[n - 1], algo.hp.fb_chunk_mib))
-        return 0
-
-    jax.eval_shape(trace, state.fwd_params, images)
-    return chunks
+def _algorithm(config: ml_collections.ConfigDict):
+    """The config's algorithm on its network, checked as a run checks it."""
+    config_base.validate_common(config)
+    info = datasets.get_info(config.data.name, config.data)
+    net = architectures.build_from_config(config.model, info.shape, info.num_classes)
+    return algorithms.create(config, net, steps_per_epoch=390)
 
 
 def benchmark_config(
@@ -234,26 +191,20 @@ def benchmark_config(
     measure_peaks: bool = True,
     seed: int = 0,
     matmul_n: int = 2048,
-    concurrent: bool = False,
+    algos: Sequence[str] = ("dtp", "bp"),
+    variants: Sequence[tuple[str, dict]] = (),
 ) -> dict:
-    """Compile and time one DTP and one BP train step of ``config``; see the module docstring.
+    """Compile and time one train step per algorithm and variant of ``config``; see the module docstring.
 
-    With ``concurrent``, also the DTP step in the other feedback mode (``dtp.feedback_mode``), as
-    ``dtp_concurrent`` (or ``dtp_sequential``), interleaved with the others.
+    Args:
+      algos: algorithm names; the first two give the ratios ``time_ratio_A_B`` and ``flop_ratio_A_B``.
+      variants: ``(label, {dotted key: value})``: the first algorithm again with these values.
     """
     b = int(config.data.batch_size)
     key = jax.random.key(seed)
-    runs, algos = {}, {}
-    names = ["dtp", "bp"]
-    if concurrent:
-        other = "sequential" if config.dtp.feedback_mode == "concurrent" else "concurrent"
-        names.append(f"dtp_{other}")
-    for algo_name in names:
-        c = config
-        if algo_name.startswith("dtp_"):
-            c = ml_collections.ConfigDict(config.to_dict())
-            c.dtp.feedback_mode = algo_name.split("_", 1)[1]
-        algo = algos[algo_name] = _algorithm(c, algo_name.split("_")[0])
+    runs, algos_by_label = {}, {}
+    for label, c in _configs(config, list(algos), variants).items():
+        algo = algos_by_label[label] = _algorithm(c)
         net = algo.net
         images = jax.random.normal(jax.random.fold_in(key, 1), (b, *net.input_shape), jnp.float32)
         labels = jax.random.randint(jax.random.fold_in(key, 2), (b,), 0, net.num_classes)
@@ -265,7 +216,7 @@ def benchmark_config(
         compile_s = time.perf_counter() - t0
         state, metrics = compiled(state, batch, jax.random.fold_in(key, 100))  # warm-up
         jax.block_until_ready((state, metrics))
-        runs[algo_name] = {
+        runs[label] = {
             "compiled": compiled,
             "state": state,
             "compile_s": compile_s,
@@ -273,115 +224,83 @@ def benchmark_config(
             "batch": batch,
         }
 
-    # Interleave DTP and BP so that load from other jobs affects both alike.
+    # Interleaved, so that load from other jobs affects every algorithm alike.
     for r in range(repeats):
-        for algo_name in names:
-            run = runs[algo_name]
+        for label, run in runs.items():
             t0 = time.perf_counter()
             run["state"], metrics = run["compiled"](run["state"], run["batch"], jax.random.fold_in(key, r))
             jax.block_until_ready((run["state"], metrics))
             run["times"].append(time.perf_counter() - t0)
             if not all(bool(jnp.all(jnp.isfinite(v))) for v in jax.tree.leaves(metrics)):
-                raise FloatingPointError(f"{name} {algo_name}: non-finite metrics {metrics}")
+                raise FloatingPointError(f"{name} {label}: non-finite metrics {metrics}")
 
-    dtp_algo = algos["dtp"]
-    net, hp = dtp_algo.net, dtp_algo.hp
-    probe, unroll = dtp_algo.probe, hp.unroll
-    closed_form = probe == "difference" and dtp_algo.closed_form
-    flops = analytic_flops(net, b, hp.num_fb_iters, closed_form)
+    net = algos_by_label[algos[0]].net
     out: dict[str, Any] = {
         "config": name,
         "config_file": config_path(name),
         "arch": net.name,
         "batch_size": b,
         "input_shape": list(net.input_shape),
-        "num_fb_iters": list(hp.num_fb_iters),
-        "noise_scale": list(hp.noise_scale),
-        "fb_lr": list(hp.fb_lr),
-        "beta": hp.beta,
-        "probe": probe,
-        "unroll": unroll,
-        "ldrl_closed_form": closed_form,
         "conv_impls": sorted({getattr(x, "conv_impl", "") for x in net.blocks} - {""}),
         "repeats": repeats,
-        "feedback_mode": hp.feedback_mode,
-        # Sequential loop iterations of the feedback phase per step (the latency bound on devices
-        # where an iteration is a few small kernels): ΣK_n sequentially, max K_n concurrently.
-        "fb_loop_iterations": {"sequential": sum(hp.num_fb_iters), "concurrent": max(hp.num_fb_iters)},
-        "fb_chunk_mib": hp.fb_chunk_mib,
-        "fb_chunks": _fb_chunks(dtp_algo, runs["dtp"]["state"], runs["dtp"]["batch"]["image"]),
+        "labels": list(runs),
     }
-    for algo_name, run in runs.items():
+    for label, run in runs.items():
         t = statistics.median(run["times"])
-        out[algo_name] = {
+        record = algos_by_label[label].benchmark_record(b)
+        flops = record.get("flops_analytic")
+        out[label] = {
+            "algorithm": algos_by_label[label].name,
             "compile_s": run["compile_s"],
             "step_s_median": t,
             "step_s_all": run["times"],
             "images_per_s": b / t,
-            "flops_analytic": flops[algo_name.split("_")[0]],
             "flops_xla": _xla_flops(run["compiled"]),
-            "gflops_achieved": flops[algo_name.split("_")[0]] / t / 1e9,
+            "gflops_achieved": None if flops is None else flops / t / 1e9,
             "memory_analysis": _memory_analysis(run["compiled"]),
+            **record,
         }
-    out["dtp"]["flops_analytic_feedback"] = flops["dtp_feedback"]
-    # Outside and inside the sequential L-DRL loop (the chain of dependent iterations).
-    out["dtp"]["flops_analytic_feedback_hoisted"] = flops["dtp_feedback_hoisted"]
-    out["dtp"]["flops_analytic_feedback_chain"] = flops["dtp_feedback_chain"]
-    out["dtp"]["flops_analytic_forward_update"] = flops["dtp_forward_update"]
-    out["time_ratio_dtp_bp"] = out["dtp"]["step_s_median"] / out["bp"]["step_s_median"]
-    out["flop_ratio_dtp_bp"] = flops["dtp"] / flops["bp"]
-    out["time_ratio_over_flop_ratio"] = out["time_ratio_dtp_bp"] / out["flop_ratio_dtp_bp"]
+    if len(algos) >= 2:
+        first, second = out[algos[0]], out[algos[1]]
+        pair = f"{algos[0]}_{algos[1]}"
+        out[f"time_ratio_{pair}"] = first["step_s_median"] / second["step_s_median"]
+        if first.get("flops_analytic") and second.get("flops_analytic"):
+            out[f"flop_ratio_{pair}"] = first["flops_analytic"] / second["flops_analytic"]
+            out["time_ratio_over_flop_ratio"] = out[f"time_ratio_{pair}"] / out[f"flop_ratio_{pair}"]
     out["host_peak_rss_mib"] = _rss_mib()
     out["device_memory"] = _device_memory()
 
     if measure_peaks:
         blk = largest_conv(net)
         peaks: dict[str, Any] = {"matmul": matmul_peak(matmul_n, max(repeats, 3))}
+        achieved = {label: out[label]["gflops_achieved"] for label in runs}
         if blk is not None:
             # The forward convolution of each implementation ('mixed' runs XLA's).
             fwd_impl = "xla" if blk.conv_impl == "mixed" else blk.conv_impl
             peaks["largest_conv"] = {i: conv_peak(blk, b, i, max(repeats, 3)) for i in ("im2col", "xla")}
             peaks["largest_conv_jdtp"] = fwd_impl
             conv_gflops = peaks["largest_conv"][fwd_impl]["gflops"]
-            out["dtp_fraction_of_conv_peak"] = out["dtp"]["gflops_achieved"] / conv_gflops
-            out["bp_fraction_of_conv_peak"] = out["bp"]["gflops_achieved"] / conv_gflops
-        out["dtp_fraction_of_matmul_peak"] = out["dtp"]["gflops_achieved"] / peaks["matmul"]["gflops"]
+            for label, g in achieved.items():
+                if g is not None:
+                    out[f"{label}_fraction_of_conv_peak"] = g / conv_gflops
+        for label, g in achieved.items():
+            if g is not None:
+                out[f"{label}_fraction_of_matmul_peak"] = g / peaks["matmul"]["gflops"]
         out["peaks"] = peaks
     return out
 
 
-def environment() -> dict:
-    dev = jax.devices()[0]
-    return {
-        "jax_version": jax.__version__,
-        "backend": jax.default_backend(),
-        "device_kind": dev.device_kind,
-        "device_count": jax.device_count(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }
-
-
 def summary_line(r: dict) -> str:
-    d, b = r["dtp"], r["bp"]
-    frac = r.get("dtp_fraction_of_conv_peak")
-    frac_s = f"{frac:.0%}" if frac is not None else "n/a"
-    other = next(
-        (k for k in r if k.startswith("dtp_") and isinstance(r[k], dict) and "step_s_median" in r[k]), None
-    )
-    extra = f" | DTP {other[4:]} {r[other]['step_s_median']:.3f} s" if other else ""
-    return (
-        f"{r['config']:6s} B={r['batch_size']:<4d} DTP {d['step_s_median']:8.3f} s "
-        f"({d['images_per_s']:7.1f} img/s, {d['gflops_achieved']:6.1f} GFLOP/s, compile {d['compile_s']:.1f} s) | "
-        f"BP {b['step_s_median']:7.3f} s ({b['gflops_achieved']:6.1f} GFLOP/s) | "
-        f"time ratio {r['time_ratio_dtp_bp']:6.1f}, FLOP ratio {r['flop_ratio_dtp_bp']:6.1f}, "
-        f"time/FLOP ratio {r['time_ratio_over_flop_ratio']:.2f} | DTP at {frac_s} of conv peak"
-        f" ({r['feedback_mode']}){extra}"
-    )
+    """One line per config: each label's step time (images/s, GFLOP/s) and the first pair's ratios."""
+    parts = []
+    for label in r["labels"]:
+        d = r[label]
+        g = "" if d["gflops_achieved"] is None else f", {d['gflops_achieved']:.1f} GFLOP/s"
+        parts.append(
+            f"{label} {d['step_s_median']:.3f} s ({d['images_per_s']:.1f} img/s{g}, compile {d['compile_s']:.1f} s)"
+        )
+    ratios = [f"{k} {v:.2f}" for k, v in r.items() if k.startswith(("time_ratio", "flop_ratio"))]
+    return f"{r['config']} B={r['batch_size']}: " + " | ".join(parts + ratios)
 
 
 def run(
@@ -391,7 +310,8 @@ def run(
     out: str | None = None,
     overrides: dict | None = None,
     matmul_n: int = 2048,
-    concurrent: bool = False,
+    algos: Sequence[str] = ("dtp", "bp"),
+    variants: Sequence[tuple[str, dict]] = (),
 ) -> dict:
     """Benchmark each named config and optionally write JSON to ``out``.
 
@@ -402,14 +322,16 @@ def run(
       out: JSON path.
       overrides: dotted config keys applied to every config (e.g. ``{'dtp.unroll': 2}``).
       matmul_n: size of the matmul peak measurement.
+      algos, variants: as :func:`benchmark_config`.
     """
-    results = {"environment": environment(), "results": []}
+    env = {**environment.describe(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    results = {"environment": env, "results": []}
     for name in configs:
         config = load_config(name, overrides)
         if batch_sizes and name in batch_sizes:
             config.data.batch_size = int(batch_sizes[name])
         with jax.default_matmul_precision(config.matmul_precision):
-            r = benchmark_config(name, config, repeats, matmul_n=matmul_n, concurrent=concurrent)
+            r = benchmark_config(name, config, repeats, matmul_n=matmul_n, algos=algos, variants=variants)
         logging.info("%s", summary_line(r))
         peaks = r.get("peaks", {})
         if peaks:
@@ -443,58 +365,63 @@ def _parse_batch_sizes(values, configs) -> dict:
     return out
 
 
-def main(argv):
-    del argv
-    from absl import flags
+def _parse_variants(items: Sequence[str]) -> list[tuple[str, dict]]:
+    """``['dtp_concurrent:dtp.feedback_mode=concurrent;dtp.unroll=2']`` -> ``[(label, overrides)]``."""
+    out = []
+    for item in items:
+        label, sep, rest = item.partition(":")
+        config_base.cc.check(
+            bool(sep and label and rest),
+            f"--variant={item!r}: expected LABEL:KEY=VALUE[;KEY=VALUE...], e.g. "
+            "dtp_concurrent:dtp.feedback_mode=concurrent",
+        )
+        out.append((label, config_base.parse_assignments(rest.split(";"), "--variant")))
+    return out
 
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments {argv[1:]}")
     f = flags.FLAGS
     configs = [c for c in f.configs if c]
-    overrides = {"model.conv_impl": f.conv_impl, "dtp.probe": f.probe, "dtp.unroll": f.unroll}
-    overrides["dtp.ldrl_closed_form"] = f.ldrl_closed_form
-    if f.feedback_mode:
-        overrides["dtp.feedback_mode"] = f.feedback_mode
-    if f.fb_chunk_mib is not None:
-        overrides["dtp.fb_chunk_mib"] = f.fb_chunk_mib
+    overrides = {"model.conv_impl": f.conv_impl, **config_base.parse_assignments(f.set)}
     run(
         configs,
         f.repeats,
         _parse_batch_sizes(f.batch_size, configs),
         f.out,
         overrides,
-        concurrent=f.both_modes,
+        algos=tuple(f.algos),
+        variants=_parse_variants(f.variant),
     )
 
 
 def _define_flags():
-    from absl import flags
-
     flags.DEFINE_list(
         "configs",
         ["lenet", "vgg"],
         f"Benchmark names {sorted(CONFIGS)} (configs/{{...}}) or config file paths.",
     )
+    flags.DEFINE_list("algos", ["dtp", "bp"], "Algorithms to time; the first two give the ratios.")
     flags.DEFINE_integer("repeats", 5, "Timed steps per algorithm (median reported).")
     flags.DEFINE_list("batch_size", [], "Batch size for all configs (N) or per config (name=N,...).")
     flags.DEFINE_string(
-        "conv_impl", "auto", "'auto' (mixed on CPU, xla elsewhere), 'xla', 'im2col' or 'mixed'."
+        "conv_impl",
+        "auto",
+        "model.conv_impl: 'auto' (mixed on CPU, xla elsewhere), 'xla', 'im2col' or 'mixed'.",
     )
-    flags.DEFINE_bool("ldrl_closed_form", True, "Closed-form L-DRL gradient (else autodiff).")
-    flags.DEFINE_string("probe", "difference", "L-DRL probe: 'difference' or 'jvp'.")
-    flags.DEFINE_integer("unroll", 1, "lax.scan unroll of the L-DRL iterations.")
-    flags.DEFINE_string(
-        "feedback_mode", "", "dtp.feedback_mode: 'sequential' or 'concurrent' (default: the config's)."
+    flags.DEFINE_multi_string(
+        "set", [], "KEY=VALUE config override for every run, e.g. dtp.fb_chunk_mib=1024."
     )
-    flags.DEFINE_bool("both_modes", False, "Also time the DTP step in the other feedback mode.")
-    flags.DEFINE_float(
-        "fb_chunk_mib",
-        None,
-        "dtp.fb_chunk_mib: MiB of hoisted terms per chunk (0: automatic; tiny: one iteration per chunk).",
+    flags.DEFINE_multi_string(
+        "variant",
+        [],
+        "LABEL:KEY=VALUE[;KEY=VALUE...]: also time the first algorithm with these values, e.g. "
+        "dtp_concurrent:dtp.feedback_mode=concurrent.",
     )
     flags.DEFINE_string("out", "results/benchmark.json", "Where to write the JSON results.")
 
 
 if __name__ == "__main__":
-    from absl import app
-
     _define_flags()
     app.run(main)

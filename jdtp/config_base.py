@@ -11,12 +11,16 @@ locked, so every overridable key exists here or in an algorithm's section:
 
 from __future__ import annotations
 
+import ast
+import importlib.util
+import os
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import ml_collections
 
+from jdtp import algorithms, architectures, datasets
 from jdtp import config_checks as cc
-from jdtp import networks
 
 ConfigError = cc.ConfigError
 PRECISIONS = ("default", "high", "highest")
@@ -24,15 +28,13 @@ PRECISIONS = ("default", "high", "highest")
 
 def get_base_config(algorithm: str = "dtp", model: str = "lenet") -> ml_collections.ConfigDict:
     """Common keys with neutral defaults, the ``model`` section of ``model`` and ``algorithm``'s sections."""
-    from jdtp import algorithms  # the registry imports this module's helpers
-
     c = ml_collections.ConfigDict()
     c.seed = 0
     c.algorithm = algorithm  # a name from jdtp.algorithms (see README "Training")
-    c.model = networks.model_config(model)
+    c.model = architectures.model_config(model)
 
     c.data = ml_collections.ConfigDict()
-    c.data.name = "synthetic"  # a name from jdtp.input_pipeline.DATASETS
+    c.data.name = "synthetic"  # a name from jdtp.datasets.DATASETS
     c.data.data_dir = ""  # TFDS data_dir; '' uses $TFDS_DATA_DIR, then ~/tensorflow_datasets
     c.data.batch_size = 128  # global batch, over all devices and hosts
     c.data.eval_batch_size = 512  # a multiple of common device counts
@@ -40,10 +42,11 @@ def get_base_config(algorithm: str = "dtp", model: str = "lenet") -> ml_collecti
     c.data.pad_to = 0  # > 0: zero-pad the images to pad_to × pad_to (e.g. 32 for 28×28 datasets)
     c.data.validation_split = 0.0  # 0 = the paper's protocol: train on all, test on the test set
     c.data.download = True  # prepare a missing TFDS dataset (needs network and tensorflow)
-    c.data.synthetic_shape = (32, 32, 3)  # only for data.name='synthetic'
-    c.data.synthetic_num_classes = 10
-    c.data.synthetic_train_size = 512
-    c.data.synthetic_eval_size = 256
+    synthetic = datasets.DATASETS["synthetic"]  # only for data.name='synthetic'
+    c.data.synthetic_shape = synthetic.shape
+    c.data.synthetic_num_classes = synthetic.num_classes
+    c.data.synthetic_train_size = synthetic.train_size
+    c.data.synthetic_eval_size = synthetic.test_size
 
     c.num_epochs = 1
     c.num_train_steps = -1  # -1: derived from num_epochs (and the algorithm's schedule)
@@ -57,17 +60,35 @@ def get_base_config(algorithm: str = "dtp", model: str = "lenet") -> ml_collecti
     c.matmul_precision = "highest"  # recorded in the run's hyperparameters
     c.mesh_devices = -1  # devices on the ('data',) mesh; -1 = all, across hosts
     # Resuming (or rerunning) a workdir with other run-defining values stops with the differing keys
-    # unless this is True (jdtp.run_files.HARMLESS_KEYS lists the keys that may always change).
+    # unless this is True (HARMLESS_KEYS below lists the keys that may always change).
     c.allow_config_change = False
     algorithms.add_sections(c, algorithm)
     return c
 
 
+# Keys that do not change what a run computes (or only extend it): a resume may change them.
+HARMLESS_KEYS = frozenset(
+    {
+        "allow_config_change",
+        "checkpoint_every_steps",
+        "data.data_dir",
+        "data.download",
+        "data.eval_batch_size",
+        "eval_every_epochs",
+        "eval_every_steps",
+        "evals_per_epoch",
+        "gmp_every_steps",
+        "log_every_steps",
+        "max_checkpoints_to_keep",
+        "mesh_devices",
+        "num_epochs",
+        "num_train_steps",
+    }
+)
+
+
 def validate_common(config: ml_collections.ConfigDict) -> None:
     """Checks of the keys every run has (the algorithm checks its own sections); one ConfigError."""
-    from jdtp import algorithms
-
-    algorithms.check_sections(config)
     check = cc.check
     d = config.data
     check(d.batch_size >= 1, f"config.data.batch_size={d.batch_size}, expected >= 1")
@@ -98,9 +119,6 @@ def validate_common(config: ml_collections.ConfigDict) -> None:
 
 def load_config_file(path: str, variant: str = "") -> ml_collections.ConfigDict:
     """``get_config(variant)`` of a config file (``path`` may end in ``:variant``, as on the command line)."""
-    import importlib.util
-    import os
-
     if ":" in os.path.basename(path) and not variant:
         path, variant = path.rsplit(":", 1)
     cc.check(os.path.isfile(path), f"config file {path!r} does not exist")
@@ -116,6 +134,22 @@ def parse_variant(variant: str) -> set[str]:
     return {v.strip() for v in (variant or "").split(",") if v.strip()}
 
 
+def parse_assignments(items: Sequence[str], flag: str = "--set") -> dict[str, Any]:
+    """``['data.data_dir=/d', 'dtp.beta=0.5']`` -> ``{'data.data_dir': '/d', 'dtp.beta': 0.5}``.
+
+    Values are Python literals where they parse as one, else strings (paths, names).
+    """
+    out = {}
+    for item in items:
+        cc.check("=" in item, f"{flag}={item!r}: expected KEY=VALUE, e.g. data.data_dir=/data/tfds")
+        k, v = item.split("=", 1)
+        try:
+            out[k] = ast.literal_eval(v)
+        except (ValueError, SyntaxError):
+            out[k] = v
+    return out
+
+
 def set_dotted(config: ml_collections.ConfigDict, dotted: str, value: Any) -> None:
     """``set_dotted(c, 'optim.lr', 0.1)`` sets ``c.optim.lr``."""
     node = config
@@ -125,25 +159,22 @@ def set_dotted(config: ml_collections.ConfigDict, dotted: str, value: Any) -> No
     node[leaf] = value
 
 
-ALGORITHM_VARIANTS = ("bp", "vanilla_dtp", "tp", "parallel_dtp")
-COMMON_VARIANTS = (*ALGORITHM_VARIANTS, "smoke", "gpu", "tpu")
+RUN_VARIANTS = ("smoke", "gpu", "tpu")
 
 
 def apply_common_variants(
     config: ml_collections.ConfigDict,
     variants: set[str],
-    bp: dict[str, Any] | None = None,
+    variant_values: Mapping[str, Mapping[str, Any]] | None = None,
     known: tuple[str, ...] = (),
 ) -> ml_collections.ConfigDict:
     """Variants shared by every experiment file.
 
-    - ``bp``: the experiment's backprop baseline (design §4.5): the algorithm
-      becomes ``bp`` (its DTP section is dropped) and ``bp`` holds the
-      baseline's own values as dotted keys, e.g. ``{'optim.lr': 0.03, 'data.batch_size': 193}``.
-    - ``vanilla_dtp`` / ``tp``: the untuned baselines of design §8.2 with the
-      experiment's DTP per-layer lists and β, and forward lr 1e-3.
-    - ``parallel_dtp``: the reference's ParallelDTP (design §8.1) with the experiment's β and σ
-      and its own Adam settings (lr 3e-4, coupled wd 1e-4, 10 noise samples per example).
+    - an algorithm's variant (``jdtp.algorithms.variants()``: ``bp``, ``vanilla_dtp``, ``tp``,
+      ``parallel_dtp``) makes the experiment's config that algorithm's (the algorithm's
+      ``adapt_variant`` says what it carries over and sets: the baselines of design §4.5 and
+      §8.1-8.2), then applies the experiment's own values for it from ``variant_values``,
+      dotted keys per variant, e.g. ``{'bp': {'optim.lr': 0.03, 'data.batch_size': 193}}``.
     - ``smoke``: the same experiment shrunk to seconds on a CPU: synthetic data
       with the real shapes, tiny batch, a few steps (and the algorithm's own
       shrinking, e.g. 2 feedback iterations per layer).
@@ -156,27 +187,21 @@ def apply_common_variants(
     Raises:
       ConfigError: for a variant the file does not know, or two algorithm variants.
     """
-    from jdtp import algorithms, input_pipeline
-
-    allowed = {*COMMON_VARIANTS, *known}
+    algorithm_variants = set(algorithms.variants())
+    allowed = {*algorithm_variants, *RUN_VARIANTS, *known}
     unknown = variants - allowed
     cc.check(not unknown, f"unknown config variant(s) {sorted(unknown)}; this file knows {sorted(allowed)}")
-    chosen = variants & set(ALGORITHM_VARIANTS)
+    chosen = variants & algorithm_variants
     cc.check(len(chosen) <= 1, f"config variants {sorted(chosen)} each choose an algorithm; pick one")
-    if "bp" in variants:
-        algorithms.switch(config, "bp")
-        for dotted, value in (bp or {}).items():
+    for variant in chosen:
+        algorithms.apply_variant(config, variant)
+        for dotted, value in (variant_values or {}).get(variant, {}).items():
             set_dotted(config, dotted, value)
-    for name in chosen & {"vanilla_dtp", "tp"}:
-        algorithms.switch(config, name)  # copies the shared per-layer keys from the DTP section
-        config.optim.lr = 1e-3  # design §8.2: "Hparams not tuned"
-    if "parallel_dtp" in chosen:
-        algorithms.switch(config, "parallel_dtp")  # β, σ and the unpool mode from the DTP section
     if variants & {"gpu", "tpu"}:
         config.model.conv_impl = "xla"
         config.matmul_precision = "highest"
     if "smoke" in variants:
-        info = input_pipeline.get_info(config.data.name, config.data)
+        info = datasets.get_info(config.data.name, config.data)
         config.data.synthetic_shape = tuple(info.shape)
         config.data.synthetic_num_classes = info.num_classes
         config.data.name = "synthetic"

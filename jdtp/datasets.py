@@ -23,7 +23,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -68,8 +68,13 @@ class DatasetInfo:
       mean: Per-channel normalisation mean (on images scaled to [0, 1]).
       std: Per-channel normalisation standard deviation.
       download_hosts: HTTPS hosts probed before TFDS tries to download the data.
-      train_size: Number of train examples when known in advance (in-memory datasets).
-      test_size: Number of test examples when known in advance (in-memory datasets).
+      train_size: Number of train examples as the source provides them (the loaded split is what
+        a run counts; for TFDS datasets this is TFDS's split size, for planning).
+      test_size: Number of test examples, likewise.
+      generate: For a dataset made in memory instead of read from TFDS: ``(info, split) ->
+        (uint8 images [N, H, W, C], int32 labels [N])``.
+      configure: ``(info, config.data) -> info``: a dataset whose description comes partly
+        from the config (``synthetic``: shape, classes and sizes).
     """
 
     name: str
@@ -83,6 +88,55 @@ class DatasetInfo:
     download_hosts: tuple[str, ...] = ()
     train_size: int | None = None
     test_size: int | None = None
+    generate: Callable[[DatasetInfo, str], tuple[np.ndarray, np.ndarray]] | None = None
+    configure: Callable[[DatasetInfo, Any], DatasetInfo] | None = None
+
+
+def _synthetic_split(info: DatasetInfo, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic random images: (class prototype + uniform noise) / 2, balanced labels."""
+    sizes = {"train": info.train_size, "test": info.test_size}
+    if split not in sizes:
+        raise ValueError(f"synthetic has splits 'train' and 'test', got {split!r}")
+    n = int(sizes[split])
+    prototypes = np.random.default_rng([_SYNTHETIC_SEED, 0]).integers(
+        0, 256, (info.num_classes, *info.shape), dtype=np.uint8
+    )
+    rng = np.random.default_rng([_SYNTHETIC_SEED, 1 if split == "train" else 2])
+    labels = rng.permutation(np.arange(n) % info.num_classes).astype(np.int32)
+    noise = rng.integers(0, 256, (n, *info.shape), dtype=np.uint8)
+    images = ((prototypes[labels].astype(np.uint16) + noise) // 2).astype(np.uint8)
+    return images, labels
+
+
+def _digits_split(info: DatasetInfo, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled 8×8 digits (values 0..16) as uint8 0..255; fixed 1437/360 split."""
+    del info
+    if split not in ("train", "test"):
+        raise ValueError(f"digits has splits 'train' and 'test', got {split!r}")
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    # Scale 0..16 to 0..255 so that the generic x / 255 gives [0, 1] (error ≤ 0.5/255).
+    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
+    labels = digits.target.astype(np.int32)
+    perm = np.random.RandomState(_DIGITS_SEED).permutation(len(labels))
+    idx = perm[:_DIGITS_NUM_TRAIN] if split == "train" else perm[_DIGITS_NUM_TRAIN:]
+    return images[idx], labels[idx]
+
+
+def _configure_synthetic(info: DatasetInfo, data_config: Any) -> DatasetInfo:
+    shape = tuple(int(d) for d in data_config.synthetic_shape)
+    if len(shape) != 3:
+        raise ValueError(f"config.data.synthetic_shape={shape} must be (H, W, C)")
+    return dataclasses.replace(
+        info,
+        shape=shape,
+        num_classes=int(data_config.synthetic_num_classes),
+        mean=(0.5,) * shape[-1],
+        std=(0.5,) * shape[-1],
+        train_size=int(data_config.synthetic_train_size),
+        test_size=int(data_config.synthetic_eval_size),
+    )
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -96,6 +150,8 @@ DATASETS: dict[str, DatasetInfo] = {
         _MNIST_MEAN,
         _MNIST_STD,
         (_GCS_HOST,),
+        train_size=60000,
+        test_size=10000,
     ),
     "fashion_mnist": DatasetInfo(
         "fashion_mnist",
@@ -107,6 +163,8 @@ DATASETS: dict[str, DatasetInfo] = {
         _MNIST_MEAN,
         _MNIST_STD,
         (_GCS_HOST,),  # the data comes over plain HTTP from an S3 website
+        train_size=60000,
+        test_size=10000,
     ),
     "cifar10": DatasetInfo(
         "cifar10",
@@ -118,6 +176,8 @@ DATASETS: dict[str, DatasetInfo] = {
         _CIFAR10_MEAN,
         _CIFAR10_STD,
         ("www.cs.toronto.edu", _GCS_HOST),
+        train_size=50000,
+        test_size=10000,
     ),
     "imagenet32": DatasetInfo(
         "imagenet32",
@@ -129,6 +189,8 @@ DATASETS: dict[str, DatasetInfo] = {
         _IMAGENET_MEAN,
         _IMAGENET_STD,
         ("www.image-net.org", _GCS_HOST),
+        train_size=1281167,
+        test_size=50000,
     ),
     "digits": DatasetInfo(
         "digits",
@@ -141,8 +203,9 @@ DATASETS: dict[str, DatasetInfo] = {
         _MNIST_STD,
         train_size=_DIGITS_NUM_TRAIN,
         test_size=1797 - _DIGITS_NUM_TRAIN,
+        generate=_digits_split,
     ),
-    # Defaults match config_base; get_info() applies config.data.synthetic_*.
+    # config_base takes its synthetic_* defaults from here; get_info() applies config.data.synthetic_*.
     "synthetic": DatasetInfo(
         "synthetic",
         None,
@@ -154,6 +217,8 @@ DATASETS: dict[str, DatasetInfo] = {
         (0.5, 0.5, 0.5),
         train_size=512,
         test_size=256,
+        generate=_synthetic_split,
+        configure=_configure_synthetic,
     ),
 }
 
@@ -179,19 +244,8 @@ def get_info(name: str, data_config: Any = None, *, padded: bool = True) -> Data
     if name not in DATASETS:
         raise ValueError(f"Unknown dataset config.data.name={name!r}; valid names: {', '.join(DATASETS)}")
     info = DATASETS[name]
-    if name == "synthetic" and data_config is not None:
-        shape = tuple(int(d) for d in data_config.synthetic_shape)
-        if len(shape) != 3:
-            raise ValueError(f"config.data.synthetic_shape={shape} must be (H, W, C)")
-        info = dataclasses.replace(
-            info,
-            shape=shape,
-            num_classes=int(data_config.synthetic_num_classes),
-            mean=(0.5,) * shape[-1],
-            std=(0.5,) * shape[-1],
-            train_size=int(data_config.synthetic_train_size),
-            test_size=int(data_config.synthetic_eval_size),
-        )
+    if info.configure is not None and data_config is not None:
+        info = info.configure(info, data_config)
     pad_to = int(getattr(data_config, "pad_to", 0) or 0) if data_config is not None else 0
     if padded and pad_to:
         h, w, c = info.shape
@@ -339,8 +393,8 @@ def open_split(
         prepared here.
     """
     info = info or get_info(name)
-    if info.name in ("synthetic", "digits"):
-        images, labels = _synthetic_split(info, split) if info.name == "synthetic" else _digits_split(split)
+    if info.generate is not None:
+        images, labels = info.generate(info, split)
         if images.shape[1:] != info.shape:
             raise ValueError(
                 f"{info.name}[{split}] images have shape {images.shape[1:]}, expected {info.shape}"
@@ -376,37 +430,6 @@ def load_split(
         time.perf_counter() - start,
     )
     return images, labels
-
-
-def _synthetic_split(info: DatasetInfo, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Deterministic random images: (class prototype + uniform noise) / 2, balanced labels."""
-    sizes = {"train": info.train_size, "test": info.test_size}
-    if split not in sizes:
-        raise ValueError(f"synthetic has splits 'train' and 'test', got {split!r}")
-    n = int(sizes[split])
-    prototypes = np.random.default_rng([_SYNTHETIC_SEED, 0]).integers(
-        0, 256, (info.num_classes, *info.shape), dtype=np.uint8
-    )
-    rng = np.random.default_rng([_SYNTHETIC_SEED, 1 if split == "train" else 2])
-    labels = rng.permutation(np.arange(n) % info.num_classes).astype(np.int32)
-    noise = rng.integers(0, 256, (n, *info.shape), dtype=np.uint8)
-    images = ((prototypes[labels].astype(np.uint16) + noise) // 2).astype(np.uint8)
-    return images, labels
-
-
-def _digits_split(split: str) -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's bundled 8×8 digits (values 0..16) as uint8 0..255; fixed 1437/360 split."""
-    if split not in ("train", "test"):
-        raise ValueError(f"digits has splits 'train' and 'test', got {split!r}")
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    # Scale 0..16 to 0..255 so that the generic x / 255 gives [0, 1] (error ≤ 0.5/255).
-    images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)[..., None]
-    labels = digits.target.astype(np.int32)
-    perm = np.random.RandomState(_DIGITS_SEED).permutation(len(labels))
-    idx = perm[:_DIGITS_NUM_TRAIN] if split == "train" else perm[_DIGITS_NUM_TRAIN:]
-    return images[idx], labels[idx]
 
 
 # ---------------------------------------------------------------------------

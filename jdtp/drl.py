@@ -52,6 +52,7 @@ import jax.numpy as jnp
 
 from jdtp import metrics as mt
 from jdtp import networks as nets
+from jdtp import optim
 from jdtp import targets as targets_lib
 
 SEMANTICS = ("fork", "original")
@@ -69,8 +70,8 @@ class DRLHParams:
     lr: float
     eps: float
     weight_decay: float
-    b1: float = 0.9
-    b2: float = 0.999
+    b1: float = optim.ADAM_B1
+    b2: float = optim.ADAM_B2
     semantics: str = "fork"
 
     def validate(self) -> None:

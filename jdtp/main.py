@@ -25,13 +25,17 @@ config or the workdir end in one logged line naming the cause and the fix (``--d
 the traceback). ``--help`` prints this text through absl's ``app.usage``.
 """
 
+import logging as pylogging
 import os
 import re
 import sys
 from typing import NoReturn
 
+import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from jdtp import checkpointing, config_base, datasets, preemption, run_files, train
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (path[:variant]).", lock_config=True)
@@ -154,12 +158,6 @@ def main(argv):
     problem = None if FLAGS.distributed else _check_workdir(FLAGS.workdir)  # before JAX starts
     if problem:
         _fail(problem, 1)
-    import logging as pylogging
-
-    import jax
-
-    from jdtp import checkpointing
-
     checkpointing.quiet_orbax_logs()
     checkpointing.SHOW_ORBAX_ERRORS = FLAGS.debug
     # JAX logs each accelerator backend it fails to find (e.g. "Unable to initialize backend
@@ -170,11 +168,9 @@ def main(argv):
         problem = _check_workdir(FLAGS.workdir) if jax.process_index() == 0 else None
         if problem:
             _fail(problem, 1)
-    from jdtp import config_base, input_pipeline, preemption, run_files, train
-
     errors = (
         config_base.ConfigError,
-        input_pipeline.DatasetNotFoundError,
+        datasets.DatasetNotFoundError,
         train.NonFiniteError,
         checkpointing.CheckpointError,
         run_files.RunFileError,  # a failed write: checkpoint, metrics, results

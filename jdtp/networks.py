@@ -2,20 +2,17 @@
 
 A :class:`Network` is a static tuple of blocks; ``blocks[n]`` maps s^n to
 s^{n+1}. Parameters are tuples of per-block dicts, built by :func:`init_params`.
-Architectures are registered by name in :data:`ARCHITECTURES`; a config's
-``model`` section is the builder's keyword arguments (:func:`model_config`).
+:func:`lenet` and :func:`simple_vgg` build the paper's networks; ``jdtp.architectures`` lists every
+architecture by name.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import math
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from jdtp import blocks as blk
@@ -126,6 +123,27 @@ def symmetric_fb_params(net: Network, fwd_params) -> tuple[Params, ...]:
 # Architectures.
 
 
+def _conv_stack(input_shape, channels, kernel_size, padding, pool, activation, use_bias, conv_impl):
+    """``conv_i`` blocks with ``channels[i]`` features each; returns ``(blocks, output shape)``."""
+    blocks: list[blk.Block] = []
+    shape = tuple(input_shape)
+    for i, c in enumerate(channels):
+        b = blk.ConvBlock(
+            name=f"conv_{i}",
+            in_shape=shape,
+            features=c,
+            kernel_size=kernel_size,
+            padding=padding,
+            pool=pool,
+            activation=activation,
+            use_bias=use_bias,
+            conv_impl=convs.resolve_conv_impl(conv_impl),
+        )
+        blocks.append(b)
+        shape = b.out_shape
+    return blocks, shape
+
+
 def lenet(
     input_shape: tuple[int, int, int] = (32, 32, 3),
     num_classes: int = 10,
@@ -142,22 +160,8 @@ def lenet(
     fc1's input size is inferred from ``input_shape`` (4096 for 32×32, 3136 for
     28×28), as the paper's runs did with LazyLinear (design §10.8).
     """
-    blocks: list[blk.Block] = []
-    shape = tuple(input_shape)
-    for i, c in enumerate(channels):
-        b = blk.ConvBlock(
-            name=f"conv_{i}",
-            in_shape=shape,
-            features=c,
-            kernel_size=5,
-            padding=2,
-            pool=pooling.Pool(3, 2, 1) if pool else None,
-            activation=activation,
-            use_bias=use_bias,
-            conv_impl=convs.resolve_conv_impl(conv_impl),
-        )
-        blocks.append(b)
-        shape = b.out_shape
+    pooled = pooling.Pool(3, 2, 1) if pool else None
+    blocks, shape = _conv_stack(input_shape, channels, 5, 2, pooled, activation, use_bias, conv_impl)
     fc1 = blk.DenseBlock("fc1", shape, hidden, activation, use_bias)
     fc2 = blk.DenseBlock("fc2", fc1.out_shape, num_classes, "identity", use_bias)
     return Network("lenet", (*blocks, fc1, fc2))
@@ -173,72 +177,8 @@ def simple_vgg(
     conv_impl: str = "auto",
 ) -> Network:
     """SimpleVGG of the paper (design §3.3): 5 × [conv3×3 p1 → act → maxpool 2×2 s2], fc."""
-    blocks: list[blk.Block] = []
-    shape = tuple(input_shape)
-    for i, c in enumerate(channels):
-        b = blk.ConvBlock(
-            name=f"conv_{i}",
-            in_shape=shape,
-            features=c,
-            kernel_size=3,
-            padding=1,
-            pool=pooling.Pool(2, 2, 0),
-            activation=activation,
-            use_bias=use_bias,
-            conv_impl=convs.resolve_conv_impl(conv_impl),
-        )
-        blocks.append(b)
-        shape = b.out_shape
+    blocks, shape = _conv_stack(
+        input_shape, channels, 3, 1, pooling.Pool(2, 2, 0), activation, use_bias, conv_impl
+    )
     blocks.append(blk.DenseBlock("fc", shape, num_classes, "identity", use_bias))
     return Network("simple_vgg", tuple(blocks))
-
-
-ARCHITECTURES: dict[str, Callable[..., Network]] = {"lenet": lenet, "simple_vgg": simple_vgg}
-
-
-def register_architecture(name: str, builder: Callable[..., Network]) -> None:
-    """Register ``builder(input_shape, num_classes, **kwargs) -> Network`` under ``name``."""
-    if name in ARCHITECTURES and ARCHITECTURES[name] is not builder:
-        raise ValueError(f"architecture {name!r} is already registered")
-    ARCHITECTURES[name] = builder
-
-
-def _builder(name: str) -> Callable[..., Network]:
-    if name not in ARCHITECTURES:
-        raise ValueError(f"unknown model.name {name!r}; expected one of {sorted(ARCHITECTURES)}")
-    return ARCHITECTURES[name]
-
-
-def model_config(name: str, **overrides) -> ml_collections.ConfigDict:
-    """A config ``model`` section: ``name`` and the builder's keyword arguments with their defaults."""
-    params = inspect.signature(_builder(name)).parameters
-    c = ml_collections.ConfigDict({"name": name})
-    for p in params.values():
-        if p.kind is inspect.Parameter.KEYWORD_ONLY:
-            c[p.name] = p.default
-    for k, v in overrides.items():
-        if k not in c:
-            raise ValueError(f"model {name!r} has no option {k!r}; options: {sorted(c.keys())}")
-        c[k] = v
-    return c
-
-
-def build_network(name: str, input_shape, num_classes: int, **kwargs) -> Network:
-    """Build a registered architecture by name; ``kwargs`` are its keyword options."""
-    builder = _builder(name)
-    known = {p.name for p in inspect.signature(builder).parameters.values() if p.kind is p.KEYWORD_ONLY}
-    unknown = set(kwargs) - known
-    if unknown:
-        raise ValueError(f"model {name!r} has no option(s) {sorted(unknown)}; options: {sorted(known)}")
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
-    return builder(tuple(input_shape), int(num_classes), **kwargs)
-
-
-def build_from_config(model: ml_collections.ConfigDict, input_shape, num_classes: int) -> Network:
-    """The network of a config's ``model`` section for the dataset's input shape and classes."""
-    kwargs = {k: v for k, v in model.items() if k != "name"}
-    return build_network(model.name, input_shape, num_classes, **kwargs)
-
-
-# Architectures defined in their own modules register themselves on import.
-from jdtp import resnet as _resnet  # noqa: E402, F401  (resnet18, resnet34)

@@ -11,6 +11,10 @@ import optax
 from jdtp import config_checks as cc
 
 SCHEDULES = ("cosine", "step", "constant")
+# torch.optim.Adam's defaults, which the reference keeps for every Adam it builds (design §8.1, §8.4).
+ADAM_B1, ADAM_B2, ADAM_EPS = 0.9, 0.999, 1e-8
+# The reference's forward schedules (design §2.6, §4.5): CosineAnnealingLR(T_max, eta_min), StepLR.
+T_MAX, ETA_MIN, STEP_SIZE, GAMMA = 85, 1e-5, 30, 0.1
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -23,10 +27,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.momentum = 0.9
     c.weight_decay = 1e-4  # coupled (added to the gradient before momentum)
     c.schedule = "cosine"  # 'cosine' (t_max, eta_min per epoch), 'step' (step_size, gamma) or 'constant'
-    c.t_max = 85
-    c.eta_min = 1e-5
-    c.step_size = 30
-    c.gamma = 0.1
+    c.t_max = T_MAX
+    c.eta_min = ETA_MIN
+    c.step_size = STEP_SIZE
+    c.gamma = GAMMA
     return c
 
 
@@ -42,7 +46,7 @@ def validate_config(o: ml_collections.ConfigDict) -> None:
     check(o.step_size >= 1, f"config.optim.step_size={o.step_size}, expected >= 1")
 
 
-def cosine_epoch_lr(epoch, base_lr: float, t_max: int = 85, eta_min: float = 1e-5):
+def cosine_epoch_lr(epoch, base_lr: float, t_max: int = T_MAX, eta_min: float = ETA_MIN):
     """Closed form of ``CosineAnnealingLR`` stepped once per epoch (design §2.6).
 
     lr(e) = η_min + (lr_0 − η_min)·(1 + cos(π e / T_max)) / 2. The formula is
@@ -52,7 +56,7 @@ def cosine_epoch_lr(epoch, base_lr: float, t_max: int = 85, eta_min: float = 1e-
     return eta_min + (base_lr - eta_min) * (1.0 + jnp.cos(math.pi * epoch / t_max)) / 2.0
 
 
-def step_epoch_lr(epoch, base_lr: float, step_size: int = 30, gamma: float = 0.1):
+def step_epoch_lr(epoch, base_lr: float, step_size: int = STEP_SIZE, gamma: float = GAMMA):
     """``StepLR`` stepped per epoch (the ImageNet 32×32 BP baseline, design §4.5)."""
     return base_lr * gamma ** (epoch // step_size)
 
@@ -62,10 +66,10 @@ def make_schedule(
     steps_per_epoch: int,
     kind: str = "cosine",
     *,
-    t_max: int = 85,
-    eta_min: float = 1e-5,
-    step_size: int = 30,
-    gamma: float = 0.1,
+    t_max: int = T_MAX,
+    eta_min: float = ETA_MIN,
+    step_size: int = STEP_SIZE,
+    gamma: float = GAMMA,
 ):
     """An optax schedule of the update count that is constant within an epoch."""
     if steps_per_epoch < 1:
@@ -93,15 +97,25 @@ def make_fwd_optimizer(schedule, momentum: float = 0.9, weight_decay: float = 1e
     return optax.chain(*parts)
 
 
-def fwd_optimizer_from_config(o: ml_collections.ConfigDict, steps_per_epoch: int):
-    """``(optimizer, schedule)`` of an ``optim`` section (see :func:`default_config`)."""
-    schedule = make_schedule(
-        float(o.lr),
-        steps_per_epoch,
-        o.schedule,
-        t_max=int(o.t_max),
-        eta_min=float(o.eta_min),
-        step_size=int(o.step_size),
-        gamma=float(o.gamma),
-    )
-    return make_fwd_optimizer(schedule, float(o.momentum), float(o.weight_decay)), schedule
+def forward_optimizer(o: ml_collections.ConfigDict):
+    """Validate an ``optim`` section; returns ``steps_per_epoch -> (optimizer, schedule)``."""
+    validate_config(o)
+    lr, kind, momentum, wd = float(o.lr), o.schedule, float(o.momentum), float(o.weight_decay)
+    options = {
+        "t_max": int(o.t_max),
+        "eta_min": float(o.eta_min),
+        "step_size": int(o.step_size),
+        "gamma": float(o.gamma),
+    }
+
+    def build(steps_per_epoch: int):
+        schedule = make_schedule(lr, steps_per_epoch, kind, **options)
+        return make_fwd_optimizer(schedule, momentum, wd), schedule
+
+    return build
+
+
+def torch_adam(lr: float, weight_decay: float = 0.0, eps: float = ADAM_EPS) -> optax.GradientTransformation:
+    """``torch.optim.Adam(lr, eps=eps, weight_decay=wd)``: wd·θ added to the gradient before the moments."""
+    parts = [optax.add_decayed_weights(weight_decay)] if weight_decay else []
+    return optax.chain(*parts, optax.adam(lr, b1=ADAM_B1, b2=ADAM_B2, eps=eps))

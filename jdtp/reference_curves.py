@@ -31,12 +31,14 @@ import signal
 import subprocess
 import sys
 import time
+import types
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from absl import app, flags
 
-from jdtp import config_base, run_files, sweep
+from jdtp import config_base, datasets, plotting, run_files, sweep
 
 DEFAULT_SWEEP = "configs/sweeps/table1_fmnist.py"
 ALGOS = ("dtp", "bp")  # the reference bench trains these two
@@ -87,8 +89,6 @@ def reference_plan(runs: Sequence[sweep.Run], epochs: float, num_train: int) -> 
 
 def export_npz(path: str, data_dir: str) -> None:
     """Fashion-MNIST train and test as the uint8 NHWC arrays the bench reads (written atomically)."""
-    from jdtp import datasets
-
     if os.path.exists(path):
         return
     xtr, ytr = datasets.load_split("fashion_mnist", "train", data_dir, download=False)
@@ -190,11 +190,7 @@ def collect(args, runs, plan, seeds) -> dict[str, dict[str, dict[int, dict[int, 
 
 
 def plot(curves, rows_by_algo, path: str, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = plotting.plt
     algos = list(curves)
     fig, axes = plt.subplots(2, len(algos), figsize=(6 * len(algos), 7), squeeze=False, sharex="col")
     colours = {"jdtp": "tab:blue", "authors": "tab:orange"}
@@ -228,11 +224,7 @@ def plot(curves, rows_by_algo, path: str, title: str) -> None:
         gx.set_xlabel("training step")
         gx.grid(alpha=0.3)
     fig.suptitle(title)
-    fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
+    plotting.save_figure(fig, path, dpi=110)
 
 
 def write_outputs(args, curves, plan) -> dict:
@@ -343,10 +335,6 @@ def run_all(args, runs, plan) -> int:
 
 
 def main(argv):
-    import types
-
-    from absl import flags
-
     flags_ = flags.FLAGS
     if len(argv) > 1:
         sys.exit(f"error: unexpected arguments {argv[1:]}")
@@ -357,9 +345,13 @@ def main(argv):
         config_base.cc.check(not unknown, f"--algos: {sorted(unknown)} unknown; the bench trains {ALGOS}")
         sweep_def = sweep.load_sweep(f.sweep)
         runs = sweep.plan(
-            sweep_def, f.sweep_dir, extra_overrides=sweep._parse_set(f.set), seeds=f.seeds, only=f.algos
+            sweep_def,
+            f.sweep_dir,
+            extra_overrides=config_base.parse_assignments(f.set),
+            seeds=f.seeds,
+            only=f.algos,
         )
-        plan = reference_plan(runs, f.epochs, num_train=60000)
+        plan = reference_plan(runs, f.epochs, num_train=datasets.DATASETS["fashion_mnist"].train_size)
     except config_base.ConfigError as e:
         sys.exit(f"error: {e}")
     if not f.plot_only:
@@ -408,8 +400,6 @@ _FLAG_NAMES = (
 
 
 def _define_flags():
-    from absl import flags
-
     flags.DEFINE_string(
         "ref_bench", "../shared/tools/reference_bench", "Folder with the bench's ref_train.py."
     )
@@ -429,7 +419,5 @@ def _define_flags():
 
 
 if __name__ == "__main__":
-    from absl import app
-
     _define_flags()
     app.run(main)

@@ -1,4 +1,4 @@
-"""ResNet-18/34 for 32×32 inputs with DTP feedback blocks (design §3.4; registered as ``resnet18``/``resnet34``).
+"""ResNet-18/34 for 32×32 inputs with DTP feedback blocks (design §3.4; ``resnet18``/``resnet34`` in ``jdtp.architectures``).
 
 Forward network (the reference's ``S:target_prop/networks/resnet.py``, BatchNorm off, its default):
 
@@ -59,6 +59,7 @@ their L-DRL gradient comes from autodiff; the stem and head keep the closed form
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import jax
@@ -337,15 +338,20 @@ class PoolDenseBlock(blk.LinearFeedbackBlock):
 def resnet(
     input_shape: tuple[int, int, int],
     num_classes: int,
-    stage_blocks: tuple[int, int, int, int],
     *,
+    stage_blocks: tuple[int, int, int, int],
     name: str = "resnet",
     width: int = 64,
     activation: str = "relu",
     feedback: str = "reference",
     conv_impl: str = "auto",
 ) -> nets.Network:
-    """A CIFAR-style ResNet (module docstring) with ``stage_blocks`` BasicBlocks per stage."""
+    """A CIFAR-style ResNet (module docstring) with ``stage_blocks`` BasicBlocks per stage.
+
+    ``width``: planes of layer_0/layer_1 (64 in the reference); ``activation``: 'relu'
+    (reference) or another of ``jdtp.blocks.ACTIVATIONS`` ('identity' for linear checks);
+    ``feedback``: 'reference', 'adjoint' or 'jacobian' (module docstring).
+    """
     _check_mode(name, feedback)
     if activation not in blk.ACTIVATIONS:
         raise ValueError(
@@ -375,53 +381,6 @@ def resnet(
     return nets.Network(name, tuple(blocks))
 
 
-def resnet18(
-    input_shape: tuple[int, int, int] = (32, 32, 3),
-    num_classes: int = 10,
-    *,
-    width: int = 64,
-    activation: str = "relu",
-    feedback: str = "reference",
-    conv_impl: str = "auto",
-) -> nets.Network:
-    """ResNet-18 ([2,2,2,2] BasicBlocks; design §3.4). ``width``: planes of layer_0/layer_1 (64 in the reference).
-
-    ``activation``: 'relu' (reference) or another of ``jdtp.blocks.ACTIVATIONS`` ('identity'
-    for linear checks); ``feedback``: 'reference', 'adjoint' or 'jacobian' (module docstring).
-    """
-    return resnet(
-        input_shape,
-        num_classes,
-        (2, 2, 2, 2),
-        name="resnet18",
-        width=width,
-        activation=activation,
-        feedback=feedback,
-        conv_impl=conv_impl,
-    )
-
-
-def resnet34(
-    input_shape: tuple[int, int, int] = (32, 32, 3),
-    num_classes: int = 10,
-    *,
-    width: int = 64,
-    activation: str = "relu",
-    feedback: str = "reference",
-    conv_impl: str = "auto",
-) -> nets.Network:
-    """ResNet-34 ([3,4,6,3] BasicBlocks; design §3.4); options as :func:`resnet18`."""
-    return resnet(
-        input_shape,
-        num_classes,
-        (3, 4, 6, 3),
-        name="resnet34",
-        width=width,
-        activation=activation,
-        feedback=feedback,
-        conv_impl=conv_impl,
-    )
-
-
-nets.register_architecture("resnet18", resnet18)
-nets.register_architecture("resnet34", resnet34)
+# The model options of both are resnet's keyword-only arguments after these two (design §3.4).
+resnet18 = functools.partial(resnet, stage_blocks=(2, 2, 2, 2), name="resnet18")
+resnet34 = functools.partial(resnet, stage_blocks=(3, 4, 6, 3), name="resnet34")

@@ -29,6 +29,8 @@ from typing import Any
 
 from absl import logging
 
+from jdtp import config_base
+
 RESULTS = "results.json"
 CONFIG = "config.json"
 TIMING = "timing.json"
@@ -312,27 +314,6 @@ def record_wall_time(workdir: str, step: int, wall_time_s: float) -> None:
     write_json_atomic(path, timing)
 
 
-# Keys that do not change what a run computes (or only extend it): a resume may change them.
-HARMLESS_KEYS = frozenset(
-    {
-        "allow_config_change",
-        "checkpoint_every_steps",
-        "data.data_dir",
-        "data.download",
-        "data.eval_batch_size",
-        "eval_every_epochs",
-        "eval_every_steps",
-        "evals_per_epoch",
-        "gmp_every_steps",
-        "log_every_steps",
-        "max_checkpoints_to_keep",
-        "mesh_devices",
-        "num_epochs",
-        "num_train_steps",
-    }
-)
-
-
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     """``{'a': {'b': 1}} -> {'a.b': 1}``; tuples and lists compare as lists."""
     out = {}
@@ -363,6 +344,6 @@ def config_differences(
         for k in a.keys() | b.keys()
         if a.get(k, "<absent>") != b.get(k, "<absent>") and not (k not in a and k in base and base[k] == b[k])
     )
-    defining = [k for k in changed if k not in HARMLESS_KEYS]
-    harmless = [k for k in changed if k in HARMLESS_KEYS]
+    defining = [k for k in changed if k not in config_base.HARMLESS_KEYS]
+    harmless = [k for k in changed if k in config_base.HARMLESS_KEYS]
     return defining, harmless

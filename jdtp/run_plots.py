@@ -12,7 +12,9 @@ import os
 import sys
 from collections import defaultdict
 
-from jdtp import run_files
+from absl import app, flags
+
+from jdtp import plotting, run_files
 
 
 def _series(records, key):
@@ -26,9 +28,7 @@ def plot_workdir(workdir: str, out: str | None = None) -> str:
     records = run_files.read_metrics(path)
     if not records:
         raise FileNotFoundError(f"no metrics in {path}")
-    from jdtp.experiments import matplotlib_pyplot
-
-    plt = matplotlib_pyplot()
+    plt = plotting.plt
     groups = defaultdict(list)
     for key in sorted({k for r in records for k in r}):
         if "/" in key and key.split("/", 1)[0] in ("gmp_angle", "jmc_angle"):
@@ -55,16 +55,10 @@ def plot_workdir(workdir: str, out: str | None = None) -> str:
         if title.endswith("angle"):
             ax.set_ylabel("degrees")
     fig.suptitle(os.path.abspath(workdir), fontsize=8)
-    fig.tight_layout()
-    out = out or os.path.join(workdir, "summary.png")
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return plotting.save_figure(fig, out or os.path.join(workdir, "summary.png"), dpi=100)
 
 
 def main(argv):
-    from absl import flags
-
     if len(argv) > 1:
         sys.exit(f"error: unexpected arguments {argv[1:]}")
     try:
@@ -74,8 +68,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from absl import app, flags
-
     flags.DEFINE_string("workdir", None, "A run's workdir.", required=True)
     flags.DEFINE_string("out", "", "Output PNG (default: WORKDIR/summary.png).")
     app.run(main)

@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import ml_collections
+from absl import app, flags
 
 from jdtp import config_base, run_files
 
@@ -73,23 +74,6 @@ def format_value(v: Any) -> str:
         inner = ",".join(format_value(x) for x in v)
         return f"({inner},)" if len(v) == 1 else f"({inner})"
     return str(v)
-
-
-def _parse_set(items: Sequence[str]) -> dict[str, Any]:
-    import ast
-
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise config_base.ConfigError(
-                f"--set={item!r}: expected KEY=VALUE, e.g. data.data_dir=/data/tfds"
-            )
-        k, v = item.split("=", 1)
-        try:
-            out[k] = ast.literal_eval(v)
-        except (ValueError, SyntaxError):
-            out[k] = v  # a plain string (paths, names)
-    return out
 
 
 def _dotted(overrides) -> dict[str, Any]:
@@ -241,8 +225,6 @@ def execute(runs: Sequence[Run], parallel: int = 1, poll_s: float = 2.0) -> dict
 
 
 def main(argv):
-    from absl import flags
-
     f = flags.FLAGS
     if len(argv) > 1:
         sys.exit(f"error: unexpected arguments {argv[1:]}")
@@ -251,7 +233,7 @@ def main(argv):
         runs = plan(
             sweep,
             f.dir,
-            extra_overrides=_parse_set(f.set),
+            extra_overrides=config_base.parse_assignments(f.set),
             seeds=[int(s) for s in f.seeds] if f.seeds else None,
             only=f.only or None,
         )
@@ -292,8 +274,6 @@ def main(argv):
 
 
 def _define_flags():
-    from absl import flags
-
     flags.DEFINE_string("sweep", None, "Sweep file (configs/sweeps/*.py).", required=True)
     flags.DEFINE_string("dir", None, "Sweep directory (one workdir per run inside).", required=True)
     flags.DEFINE_multi_string("set", [], "KEY=VALUE config override for every run (repeatable).")
@@ -304,7 +284,5 @@ def _define_flags():
 
 
 if __name__ == "__main__":
-    from absl import app
-
     _define_flags()
     app.run(main)

@@ -30,8 +30,9 @@ from collections import defaultdict
 from typing import Any
 
 import numpy as np
+from absl import app, flags
 
-from jdtp import paper_results, run_files
+from jdtp import paper_results, plotting, run_files
 
 REFERENCE_LABEL = "dtp"
 
@@ -251,9 +252,7 @@ def _band(curves: list[list[tuple[float, float]]]):
 
 
 def plot(records: list[RunRecord], out_dir: str, title: str) -> list[str]:
-    from jdtp.experiments import matplotlib_pyplot
-
-    plt = matplotlib_pyplot()
+    plt = plotting.plt
     done = [r for r in records if r.complete]
     labels = sorted({r.label for r in done})
     written = []
@@ -272,11 +271,7 @@ def plot(records: list[RunRecord], out_dir: str, title: str) -> list[str]:
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = os.path.join(out_dir, "accuracy.png")
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    written.append(path)
+    written.append(plotting.save_figure(fig, os.path.join(out_dir, "accuracy.png")))
 
     layers = []
     for r in done:
@@ -300,11 +295,7 @@ def plot(records: list[RunRecord], out_dir: str, title: str) -> list[str]:
         axes[0][0].set_ylabel("∠(update, BP gradient) (degrees)")
         axes[0][-1].legend(fontsize=7)
         fig.suptitle(f"{title}: per-layer GMP angle (mean over seeds, min-max band)", fontsize=9)
-        fig.tight_layout()
-        path = os.path.join(out_dir, "gmp_angles.png")
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
+        written.append(plotting.save_figure(fig, os.path.join(out_dir, "gmp_angles.png")))
     return written
 
 
@@ -327,8 +318,6 @@ def make_tables(sweep_dir: str, out_dir: str, title: str | None = None) -> dict[
 
 
 def main(argv):
-    from absl import flags
-
     f = flags.FLAGS
     if len(argv) > 1:
         sys.exit(f"error: unexpected arguments {argv[1:]}")
@@ -345,15 +334,11 @@ def main(argv):
 
 
 def _define_flags():
-    from absl import flags
-
     flags.DEFINE_string("sweep_dir", None, "Sweep directory (jdtp.sweep --dir).", required=True)
     flags.DEFINE_string("out", "", "Output folder (default: <sweep_dir>/tables).")
     flags.DEFINE_string("title", "", "Title of the table and plots (default: the sweep folder's name).")
 
 
 if __name__ == "__main__":
-    from absl import app
-
     _define_flags()
     app.run(main)

@@ -10,6 +10,7 @@ the end.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import json
 import os
@@ -25,10 +26,14 @@ from absl import logging
 
 from jdtp import (
     algorithms,
+    architectures,
+    augmentation,
+    batching,
     checkpointing,
     config_base,
+    datasets,
+    environment,
     evaluation,
-    input_pipeline,
     preemption,
     run_files,
     run_plots,
@@ -41,12 +46,35 @@ class NonFiniteError(FloatingPointError):
     """Training produced a NaN or Inf; the message names the step, layer and metric."""
 
 
-def build_network(config: ml_collections.ConfigDict, info: input_pipeline.DatasetInfo) -> nets.Network:
-    """The network of ``config.model`` for the dataset's input shape and number of classes."""
-    try:
-        return nets.build_from_config(config.model, info.shape, info.num_classes)
-    except (TypeError, ValueError) as e:
-        raise config_base.ConfigError(f"config.model: {e}") from e
+@dataclasses.dataclass(frozen=True)
+class Setup:
+    """What a checked config defines, built once before anything is loaded or written.
+
+    Attributes:
+      info: the dataset's description (shape and classes after ``data.pad_to``).
+      algo: the algorithm on the network of ``config.model`` (not yet bound to the dataset's size).
+      defaults: every key of the config's algorithm and model at its default (for keys newer
+        than a stored run's config).
+    """
+
+    info: datasets.DatasetInfo
+    algo: algorithms.Algorithm
+    defaults: dict
+
+
+def setup(config: ml_collections.ConfigDict) -> Setup:
+    """Read, complete and check ``config``, once: the keys every run has, the algorithm's sections
+    (present and only those), the model against the dataset, the algorithm's own values.
+
+    Raises:
+      config_base.ConfigError: the first invalid value, named with its fix.
+    """
+    config_base.validate_common(config)
+    info = datasets.get_info(config.data.name, config.data)
+    net = architectures.build_from_config(config.model, info.shape, info.num_classes)
+    algo = algorithms.create(config, net)  # its sections: present, only those, valid
+    defaults = config_base.get_base_config(config.algorithm, model=config.model.name).to_dict()
+    return Setup(info, algo, defaults)
 
 
 class MetricWriter:
@@ -137,7 +165,7 @@ def _params_finite(fwd_params, fb_params):
 
 def evaluate(eval_step, state, ds, config, mesh) -> dict[str, float]:
     """Exact (masked) averages over the whole eval set."""
-    batches = input_pipeline.eval_batches(
+    batches = batching.eval_batches(
         ds, int(config.data.eval_batch_size), jax.process_index(), jax.process_count()
     )
     return evaluation.evaluate(eval_step, state.fwd_params, (sharding.global_batch(b, mesh) for b in batches))
@@ -165,15 +193,11 @@ def train_and_evaluate(
 
     Raises:
       config_base.ConfigError: a config value is invalid (before anything is written).
-      input_pipeline.DatasetNotFoundError: the dataset is absent and cannot be prepared.
+      datasets.DatasetNotFoundError: the dataset is absent and cannot be prepared.
       NonFiniteError: training diverged; the last good checkpoint is kept.
     """
     t_start = time.time()
-    config_base.validate_common(config)
-    info = input_pipeline.get_info(config.data.name, config.data)
-    net = build_network(config, info)
-    # The algorithm validates its own sections before any data is loaded or anything is written.
-    algorithms.create(config, net, steps_per_epoch=1)
+    run = setup(config)  # before any data is loaded or anything is written
     logging.info(
         "JAX %s, process %d/%d, devices: %s",
         jax.__version__,
@@ -184,10 +208,10 @@ def train_and_evaluate(
     logging.info("Config:\n%s", config)
     lock = run_files.WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext()
     with lock:
-        stored = _check_stored_config(config, workdir)
+        stored = _check_stored_config(config, workdir, run.defaults)
         done = run_files.read_results(workdir)
         if done is not None and stored is not None:
-            _, harmless = run_files.config_differences(stored, config.to_dict(), _defaults(config))
+            _, harmless = run_files.config_differences(stored, config.to_dict(), run.defaults)
             if not {"num_epochs", "num_train_steps"} & set(harmless):
                 logging.info(
                     "%s already holds a complete run (%d steps, final %s accuracy %.4f): nothing to do",
@@ -198,14 +222,13 @@ def train_and_evaluate(
                 )
                 return {**done, "already_complete": True}
         with jax.default_matmul_precision(config.matmul_precision):
-            ds = input_pipeline.load_dataset(config.data)
-            spe = input_pipeline.steps_per_epoch(ds.num_train, int(config.data.batch_size))
-            algo = algorithms.create(config, net, spe)
+            ds = batching.load_dataset(config.data)
+            algo = run.algo.bind(batching.steps_per_epoch(ds.num_train, int(config.data.batch_size)))
             with algo.precision_context():
-                return _train_and_evaluate(config, workdir, callbacks, algo, ds, info, t_start)
+                return _train_and_evaluate(config, workdir, callbacks, algo, ds, run.info, t_start)
 
 
-def _check_stored_config(config: ml_collections.ConfigDict, workdir: str) -> dict | None:
+def _check_stored_config(config: ml_collections.ConfigDict, workdir: str, defaults: dict) -> dict | None:
     """Compare with the config the run started with; a defining change stops the run.
 
     The stored config comes from ``config.json``, or, when that is missing or unreadable, from
@@ -243,7 +266,7 @@ def _check_stored_config(config: ml_collections.ConfigDict, workdir: str) -> dic
             source,
             f" (the unreadable file is kept as {kept})" if kept else "",
         )
-    defining, harmless = run_files.config_differences(stored, config.to_dict(), _defaults(config))
+    defining, harmless = run_files.config_differences(stored, config.to_dict(), defaults)
     if defining and not config.allow_config_change:
         flat_old, flat_new = run_files.flatten(stored), run_files.flatten(config.to_dict())
         shown = ", ".join(
@@ -267,31 +290,6 @@ def _holds_a_run(workdir: str) -> bool:
     return has_steps or any(n.startswith("results") and n.endswith(".json") for n in names)
 
 
-def _defaults(config: ml_collections.ConfigDict) -> dict:
-    """Every key of ``config``'s algorithm and model at its default (for keys newer than a workdir)."""
-    return config_base.get_base_config(config.algorithm, model=config.model.name).to_dict()
-
-
-def _hardware() -> dict:
-    import platform
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
-    except OSError:
-        pass
-    dev = jax.devices()[0]
-    return {
-        "backend": jax.default_backend(),
-        "device_kind": dev.device_kind,
-        "devices": jax.device_count(),
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "jax_version": jax.__version__,
-    }
-
-
 def _train_and_evaluate(config, workdir, callbacks, algo, ds, info, t_start):
     net = algo.net
     mesh = sharding.make_mesh(int(config.mesh_devices))
@@ -304,9 +302,9 @@ def _train_and_evaluate(config, workdir, callbacks, algo, ds, info, t_start):
     if num_steps == -1:
         num_steps = algo.total_steps(int(config.num_epochs))
 
-    preprocess = input_pipeline.make_preprocess(info, bool(config.data.augment))
+    preprocess = augmentation.make_preprocess(info, bool(config.data.augment))
     train_steps = algorithms.make_train_steps(algo, preprocess)
-    eval_step = evaluation.make_eval_step(net, preprocess=input_pipeline.make_eval_preprocess(info))
+    eval_step = evaluation.make_eval_step(net, preprocess=augmentation.make_eval_preprocess(info))
     gmp_fn = algorithms.make_gmp_fn(algo) if algo.has_gmp and config.gmp_every_steps else None
     jit_preprocess = jax.jit(preprocess)
 
@@ -360,7 +358,7 @@ def _train_and_evaluate(config, workdir, callbacks, algo, ds, info, t_start):
                 stopper.note_step(
                     step, sorted(step_seconds)[len(step_seconds) // 2] if step_seconds else None, last_ckpt
                 )
-                local = input_pipeline.get_train_batch(
+                local = batching.get_train_batch(
                     ds, step, batch_size, data_seed, jax.process_index(), jax.process_count()
                 )
                 batch = sharding.global_batch(local, mesh)
@@ -472,7 +470,7 @@ def _train_and_evaluate(config, workdir, callbacks, algo, ds, info, t_start):
         "train_loop_time_s": train_time,
         "devices": int(mesh.devices.size),
         "processes": jax.process_count(),
-        "hardware": _hardware(),
+        "hardware": environment.describe(),
         "config": config.to_dict(),
     }
     if is_main and results["complete"]:

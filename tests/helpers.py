@@ -2,7 +2,7 @@
 
 import os
 
-from jdtp import algorithms, config_base
+from jdtp import algorithms, architectures, config_base, datasets
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "configs")
 
@@ -60,10 +60,9 @@ def load_config(name: str, variant: str = ""):
 
 def build_algorithm(config, steps_per_epoch: int = 10):
     """The algorithm of ``config`` on its network (as the run loop builds it)."""
-    from jdtp import input_pipeline, train
-
-    info = input_pipeline.get_info(config.data.name, config.data)
-    return algorithms.create(config, train.build_network(config, info), steps_per_epoch)
+    info = datasets.get_info(config.data.name, config.data)
+    net = architectures.build_from_config(config.model, info.shape, info.num_classes)
+    return algorithms.create(config, net, steps_per_epoch)
 
 
 def abstract_state(config):

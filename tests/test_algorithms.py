@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from helpers import build_algorithm, tiny_config
 
-from jdtp import algorithms, config_base, networks, train
+from jdtp import algorithms, architectures, config_base, train
 
 ALL = algorithms.names()
 
@@ -64,7 +64,7 @@ def test_steps_keep_shapes_stay_finite_and_never_retrace(name):
 def test_every_layerwise_algorithm_steps_simple_vgg(name):
     """SimpleVGG (narrow) under every algorithm of the DTP family and BP: finite, all weights move."""
     c = tiny_config("dtp", **{"data.synthetic_shape": (32, 32, 3)})
-    c.model = networks.model_config("simple_vgg", channels=(4, 4, 4, 4, 4))
+    c.model = architectures.model_config("simple_vgg", channels=(4, 4, 4, 4, 4))
     c.dtp.noise_scale = (0.1,) * 5
     c.dtp.num_fb_iters = (2,) * 5
     c.dtp.fb_lr = (0.01,) * 5

@@ -5,10 +5,10 @@ import os
 
 import pytest
 from absl import flags
-from helpers import CONFIG_DIR, build_algorithm
+from helpers import CONFIG_DIR
 from ml_collections import config_flags
 
-from jdtp import algorithms, config_base, ddtp_configs
+from jdtp import algorithms, config_base, ddtp_configs, train
 
 FILES = sorted(glob.glob(os.path.join(CONFIG_DIR, "*.py")))
 VARIANTS = {
@@ -46,8 +46,7 @@ def _load(path, variant, overrides=()):
 
 def _validate(config):
     """What a run checks before it loads data: common keys, the network, the algorithm's sections."""
-    config_base.validate_common(config)
-    return build_algorithm(config)
+    return train.setup(config).algo
 
 
 def test_all_experiment_files_present():

@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jdtp import architectures, pooling
 from jdtp import networks as nets
-from jdtp import pooling
 
 
 def test_lenet_shapes_and_parameter_counts():
@@ -75,7 +75,7 @@ def test_init_is_reproducible_and_seed_dependent():
 
 def test_unknown_names_raise():
     with pytest.raises(ValueError, match="model.name"):
-        nets.build_network("resnet99", (32, 32, 3), 10)
+        architectures.build("resnet99", (32, 32, 3), 10)
     with pytest.raises(ValueError, match="unpool mode"):
         pooling.max_unpool(
             jnp.zeros((1, 2, 2, 1)), jnp.zeros((1, 2, 2, 1), jnp.int32), pooling.Pool(2, 2), (4, 4), "max"

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from helpers import CONFIG_DIR, data_config
 
-from jdtp import config_base, feedback, networks, resnet, train
+from jdtp import architectures, config_base, feedback, networks, resnet, train
 from jdtp import conv as convs
 from jdtp import metrics as mt
 from jdtp import targets as tg
@@ -40,7 +40,7 @@ def _expected_counts(stages, width, cin, classes):
 
 @pytest.mark.parametrize("name", ["resnet18", "resnet34"])
 def test_shapes_and_parameter_counts_at_width_64(name):
-    net = networks.build_network(name, (32, 32, 3), 10)
+    net = architectures.build(name, (32, 32, 3), 10)
     assert net.block_names == ("layer_0", "layer_1", "layer_2", "layer_3", "layer_4", "fc")
     assert net.num_trainable_fb == 5
     want = [(32, 32, 64), (32, 32, 64), (16, 16, 128), (8, 8, 256), (4, 4, 512), (10,)]
@@ -64,7 +64,7 @@ def test_shapes_and_parameter_counts_at_width_64(name):
 
 
 def test_model_config_and_options():
-    c = networks.model_config("resnet34")
+    c = architectures.model_config("resnet34")
     assert dict(c) == {
         "name": "resnet34",
         "width": 64,
@@ -73,12 +73,12 @@ def test_model_config_and_options():
         "conv_impl": "auto",
     }
     c.width = 4
-    net = networks.build_from_config(c, (16, 16, 3), 7)
+    net = architectures.build_from_config(c, (16, 16, 3), 7)
     assert net.blocks[-1].out_shape == (7,) and net.blocks[4].out_shape == (2, 2, 32)
     assert [len(b.units) for b in net.blocks[1:5]] == [3, 4, 6, 3]
     with pytest.raises(ValueError, match="feedback"):
-        networks.build_network("resnet18", (8, 8, 3), 3, feedback="transpose")
-    layer_2 = networks.build_network("resnet18", (8, 8, 3), 3, width=4).blocks[2]
+        architectures.build("resnet18", (8, 8, 3), 3, feedback="transpose")
+    layer_2 = architectures.build("resnet18", (8, 8, 3), 3, width=4).blocks[2]
     assert [s.name for s in layer_2.param_specs()[0]] == [
         "b0_conv1",
         "b0_conv2",
@@ -103,7 +103,7 @@ def test_feedback_roundtrip_shapes(mode):
 
 
 def _f64_net(name="resnet18", **kw):
-    net = networks.build_network(name, (8, 8, 3), 5, width=2, conv_impl="xla", **kw)
+    net = architectures.build(name, (8, 8, 3), 5, width=2, conv_impl="xla", **kw)
     fwd, fb = networks.init_params(jax.random.key(0), net, jnp.float64)
     return net, fwd, fb
 

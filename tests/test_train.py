@@ -13,7 +13,7 @@ import pytest
 import tensorflow_datasets as tfds
 from helpers import abstract_state, tiny_config
 
-from jdtp import algorithms, checkpointing, config_base, input_pipeline, train
+from jdtp import algorithms, checkpointing, config_base, datasets, train
 
 
 def _read_jsonl(path):
@@ -111,7 +111,7 @@ def test_missing_dataset_fails_fast_with_instructions(tmp_path, monkeypatch):
     monkeypatch.delenv("TFDS_DATA_DIR", raising=False)
     config = tiny_config(**{"data.name": "cifar10", "data.data_dir": str(tmp_path / "nowhere")})
     t0 = time.time()
-    with pytest.raises(input_pipeline.DatasetNotFoundError) as e:
+    with pytest.raises(datasets.DatasetNotFoundError) as e:
         train.train_and_evaluate(config, str(tmp_path / "wd"))
     assert time.time() - t0 < 10
     assert "download_and_prepare" in str(e.value) and "nowhere" in str(e.value)

@@ -5,15 +5,20 @@ run loop (``jdtp.train``) only ever calls this interface:
 
 * ``default_sections()`` / ``shrink_for_smoke(config)``: its config sections
   (e.g. ``optim`` and ``dtp``) with their defaults, and how ``:smoke`` shrinks them;
-* ``Algorithm(config, net, steps_per_epoch)``: reads and validates *only its
-  own sections* (one :class:`jdtp.config_checks.ConfigError` naming the field);
+  ``variant`` / ``adapt_variant(config)``: the experiment-file variant that selects it
+  (``:bp``) and the values that variant sets;
+* ``Algorithm(config, net)``: reads and validates *only its own sections*, the one
+  time the run reads them (one :class:`jdtp.config_checks.ConfigError` naming the field);
+  ``bind(steps_per_epoch)`` then builds what depends on the dataset's size (schedules);
 * ``init_state(key)``, ``update(state, x, labels, key, phase=…)``: the state
   and one unjitted train step; :func:`make_train_steps` jits one step per
   phase (s-DDTP's feedback-only epochs are a phase);
 * ``total_steps(num_epochs)``, ``phase_of_step(step)``, ``learning_rate(step)``;
 * ``scalars(metrics, phase)``: the named scalars it logs;
 * ``gmp_update(fwd, fb, x, labels)``: its own forward update and nudge, for
-  the angle with the BP gradient (paper Fig. 3/4), or ``None`` (BP).
+  the angle with the BP gradient (paper Fig. 3/4), or ``None`` (BP);
+* ``benchmark_record(batch_size)``: what ``jdtp.benchmark`` records about its step
+  (hyperparameters and analytic FLOPs, ``{}`` when not counted).
 
 Keys: the step key of step k is ``fold_in(fold_in(seed_key, 1), k)``; the
 preprocessing (augmentation) uses ``fold_in(step_key, 0)`` and the algorithm
@@ -66,11 +71,31 @@ class Algorithm(abc.ABC):
     name: ClassVar[str]
     sections: ClassVar[tuple[str, ...]]
     phases: ClassVar[tuple[str, ...]] = ("train",)
+    # The experiment-file variant that makes an experiment's config this algorithm's (``:bp``).
+    variant: ClassVar[str | None] = None
 
-    def __init__(self, config: ml_collections.ConfigDict, net: nets.Network, steps_per_epoch: int):
-        self.config = config
+    def __init__(self, config: ml_collections.ConfigDict, net: nets.Network):
+        """Read and validate the algorithm's own sections of ``config`` (nothing else reads them)."""
+        del config
         self.net = net
-        self.steps_per_epoch = int(steps_per_epoch)
+        self._steps_per_epoch: int | None = None
+
+    def bind(self, steps_per_epoch: int) -> Algorithm:
+        """Build what depends on the dataset's size (schedules); returns ``self``."""
+        if steps_per_epoch < 1:
+            raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
+        self._steps_per_epoch = int(steps_per_epoch)
+        self._bind()
+        return self
+
+    def _bind(self) -> None:  # noqa: B027 - optional hook, most algorithms build a schedule here
+        """Hook of :meth:`bind` (``self.steps_per_epoch`` is set)."""
+
+    @property
+    def steps_per_epoch(self) -> int:
+        if self._steps_per_epoch is None:
+            raise RuntimeError(f"{self.name}: call bind(steps_per_epoch) before using the schedule")
+        return self._steps_per_epoch
 
     # -- config ---------------------------------------------------------------
 
@@ -82,6 +107,11 @@ class Algorithm(abc.ABC):
     @classmethod
     def shrink_for_smoke(cls, config: ml_collections.ConfigDict) -> None:
         """Shrink the algorithm's own sections for the ``:smoke`` variant (in place)."""
+        del config
+
+    @classmethod
+    def adapt_variant(cls, config: ml_collections.ConfigDict) -> None:
+        """Values the :attr:`variant` sets after switching an experiment's config to this algorithm."""
         del config
 
     # -- schedule -------------------------------------------------------------
@@ -150,6 +180,17 @@ class Algorithm(abc.ABC):
     def gmp_label(self) -> str:
         """How the GMP log line describes the update (e.g. ``DTP update, β=0.005``)."""
         return f"{self.name} update"
+
+    # -- benchmark ------------------------------------------------------------
+
+    def benchmark_record(self, batch_size: int) -> dict[str, Any]:
+        """What ``jdtp.benchmark`` records about this step: settings and analytic FLOPs.
+
+        ``flops_analytic`` (matrix-product and convolution FLOPs of one step, counted from the
+        blocks' shapes) and any breakdown as further ``flops_analytic_*`` keys; ``{}`` if not counted.
+        """
+        del batch_size
+        return {}
 
 
 def per_layer(prefix: str, values, names: Sequence[str]) -> dict[str, float]:

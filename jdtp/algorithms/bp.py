@@ -13,10 +13,10 @@ import optax
 from jdtp import metrics as mt
 from jdtp import networks as nets
 from jdtp import optim, targets
-from jdtp.algorithms import base, register
+from jdtp.algorithms import base, registry
 
 
-@register
+@registry.register
 class BP(base.Algorithm):
     name = "bp"
     sections = ("optim",)
@@ -25,10 +25,14 @@ class BP(base.Algorithm):
     def default_sections(cls):
         return {"optim": optim.default_config()}
 
-    def __init__(self, config, net, steps_per_epoch):
-        super().__init__(config, net, steps_per_epoch)
-        optim.validate_config(config.optim)
-        self.fwd_tx, self.schedule = optim.fwd_optimizer_from_config(config.optim, steps_per_epoch)
+    variant = "bp"  # the experiment's backprop baseline, with the values its file gives it
+
+    def __init__(self, config, net):
+        super().__init__(config, net)
+        self._forward_optimizer = optim.forward_optimizer(config.optim)
+
+    def _bind(self):
+        self.fwd_tx, self.schedule = self._forward_optimizer(self.steps_per_epoch)
 
     def learning_rate(self, step):
         return float(self.schedule(step))
@@ -58,3 +62,8 @@ class BP(base.Algorithm):
     @property
     def divergence_hint(self):
         return "lower the learning rate (config.optim.lr)"
+
+    def benchmark_record(self, batch_size):
+        # Forward, weight gradients, and input gradients for every block but the first.
+        m = [b.linear_flops(batch_size) for b in self.net.blocks]
+        return {"flops_analytic": 3 * sum(m) - m[0]}

@@ -30,10 +30,10 @@ import ml_collections
 import optax
 
 from jdtp import config_checks as cc
-from jdtp import drl, targets
+from jdtp import drl, optim, targets
 from jdtp import metrics as mt
 from jdtp import networks as nets
-from jdtp.algorithms import base, register
+from jdtp.algorithms import base, registry
 
 PHASES = ("joint", "feedback")
 
@@ -51,8 +51,8 @@ def section_defaults() -> ml_collections.ConfigDict:
     c.sigma = ()  # DRL noise σ per hidden layer
     c.lr_fb = placeholder(float)
     c.eps_fb = placeholder(float)
-    c.b1_fb = 0.9
-    c.b2_fb = 0.999
+    c.b1_fb = optim.ADAM_B1
+    c.b2_fb = optim.ADAM_B2
     c.feedback_wd = placeholder(float)
     c.semantics = "fork"  # 'fork' (the paper's runs) or 'original' (Meulemans), design §10.16
     c.epochs_fb = 0  # feedback-only epochs first (s-DDTP: 10)
@@ -84,8 +84,6 @@ class DDTPHParams:
     epochs_fb: int = 0
     extra_fb_epochs: int = 0
     normalize_lr: bool = True
-    b1: float = 0.9
-    b2: float = 0.999
 
 
 def parse_section(d: ml_collections.ConfigDict, net: nets.Network) -> DDTPHParams:
@@ -170,18 +168,18 @@ def init_forward_params(key: jax.Array, net: nets.Network, dtype=jnp.float32) ->
 
 
 def make_forward_optimizers(hp: DDTPHParams) -> tuple[optax.GradientTransformation, ...]:
-    """One Adam per block: lr_i (÷η when ``normalize_lr``), eps_i, β = (0.9, 0.999), no decay.
+    """One Adam per block: lr_i (÷η when ``normalize_lr``), eps_i, PyTorch's β, no decay.
 
     optax's Adam divides by ``sqrt(v̂) + ε`` exactly as ``torch.optim.Adam`` does.
     """
     scale = 1.0 / hp.target_stepsize if hp.normalize_lr else 1.0
     return tuple(
-        optax.adam(float(lr) * scale, b1=hp.b1, b2=hp.b2, eps=float(eps))
+        optax.adam(float(lr) * scale, b1=optim.ADAM_B1, b2=optim.ADAM_B2, eps=float(eps))
         for lr, eps in zip(hp.lr, hp.eps, strict=True)
     )
 
 
-@register
+@registry.register
 class DDTP(base.Algorithm):
     name = "ddtp"
     sections = ("ddtp",)
@@ -200,8 +198,8 @@ class DDTP(base.Algorithm):
         d.extra_fb_epochs = min(int(d.extra_fb_epochs), 1)
         config.num_train_steps = 8
 
-    def __init__(self, config, net, steps_per_epoch):
-        super().__init__(config, net, steps_per_epoch)
+    def __init__(self, config, net):
+        super().__init__(config, net)
         self.hp = parse_section(config.ddtp, net)
         self.float64 = bool(config.ddtp.float64)
         self.fwd_txs = make_forward_optimizers(self.hp)

@@ -30,6 +30,9 @@ from jdtp import metrics as mt
 from jdtp import networks as nets
 from jdtp.algorithms import base
 
+# β of the logged GMP angle (paper Fig. 4; the reference's ``beta=0.005`` in its angle metric).
+GMP_BETA = 0.005
+
 
 def section_defaults() -> ml_collections.ConfigDict:
     """Keys every layer-wise algorithm's section has. Per-layer lists: forward order over G^1 … G^{N−1}."""
@@ -48,63 +51,81 @@ def section_defaults() -> ml_collections.ConfigDict:
     # gradient terms), computed before the loop that uses them (jdtp.feedback.LayerLoss);
     # 0: automatic (one iteration per chunk on CPU, 1 GiB on accelerators).
     c.fb_chunk_mib = 0.0
-    c.gmp_beta = 0.005  # β of the logged angle between the update / β and the BP gradient (paper Fig. 4)
+    c.gmp_beta = GMP_BETA  # β of the logged angle between the update / β and the BP gradient (paper Fig. 4)
     return c
 
 
 @dataclasses.dataclass(frozen=True)
-class LayerwiseHParams:
-    """The parsed, validated section (see :func:`section_defaults`)."""
+class StepHParams:
+    """What the DTP family's shared step reads (:meth:`LayerwiseAlgorithm.update`, GMP)."""
 
     beta: float
     noise_scale: tuple[float, ...]
+    unpool_mode: str
+    gmp_beta: float
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerwiseHParams(StepHParams):
+    """The parsed, validated section (see :func:`section_defaults`)."""
+
     num_fb_iters: tuple[int, ...]
     fb_lr: tuple[float, ...]
     fb_momentum: float
-    unpool_mode: str
     unroll: int
-    gmp_beta: float
     feedback_mode: str = "sequential"
     fb_chunk_mib: float = 0.0
 
 
-def parse_section(section: ml_collections.ConfigDict, prefix: str, net: nets.Network) -> LayerwiseHParams:
-    """Validate the shared keys of a layer-wise section; one ConfigError naming the field."""
-    n = net.num_trainable_fb
-    what = f"trainable feedback block G^1..G^{n} of {net.name}"
+def parse_step_keys(section: ml_collections.ConfigDict, prefix: str, net: nets.Network) -> dict:
+    """Validate the keys the shared step reads (:class:`StepHParams`): β, σ per layer, unpooling, GMP β."""
     cc.require(section.beta, f"{prefix}.beta")
     cc.check(section.beta > 0, f"{prefix}.beta={section.beta}, expected > 0")
-    lists = {}
-    for field in ("noise_scale", "num_fb_iters", "fb_lr"):
-        cc.check(
-            len(tuple(section[field])) > 0,
-            f"{prefix}.{field} is not set; set one value per {what} in the experiment file or with "
-            f"--{prefix}.{field}='(...)'",
-        )
-        lists[field] = cc.check_per_layer(f"{prefix}.{field}", section[field], n, what)
-    cc.check_each(f"{prefix}.noise_scale", lists["noise_scale"], lambda v: v > 0, "> 0")
+    noise_scale = per_layer_list(section, prefix, "noise_scale", net)
+    cc.check_each(f"{prefix}.noise_scale", noise_scale, lambda v: v > 0, "> 0")
+    cc.check_one_of(f"{prefix}.unpool_mode", section.unpool_mode, pooling.UNPOOL_MODES)
+    cc.check(section.gmp_beta > 0, f"{prefix}.gmp_beta={section.gmp_beta}, expected > 0")
+    return {
+        "beta": float(section.beta),
+        "noise_scale": tuple(float(v) for v in noise_scale),
+        "unpool_mode": section.unpool_mode,
+        "gmp_beta": float(section.gmp_beta),
+    }
+
+
+def per_layer_list(section: ml_collections.ConfigDict, prefix: str, field: str, net: nets.Network) -> tuple:
+    """A per-layer list with one entry per trainable G^n; one ConfigError when unset or of another length."""
+    n = net.num_trainable_fb
+    what = f"trainable feedback block G^1..G^{n} of {net.name}"
+    cc.check(
+        len(tuple(section[field])) > 0,
+        f"{prefix}.{field} is not set; set one value per {what} in the experiment file or with "
+        f"--{prefix}.{field}='(...)'",
+    )
+    return cc.check_per_layer(f"{prefix}.{field}", section[field], n, what)
+
+
+def parse_section(section: ml_collections.ConfigDict, prefix: str, net: nets.Network) -> LayerwiseHParams:
+    """Validate a layer-wise section (:func:`section_defaults`); one ConfigError naming the field."""
+    step = parse_step_keys(section, prefix, net)
+    lists = {field: per_layer_list(section, prefix, field, net) for field in ("num_fb_iters", "fb_lr")}
     cc.check_each(
         f"{prefix}.num_fb_iters", lists["num_fb_iters"], lambda v: int(v) == v and v >= 1, "an integer >= 1"
     )
     cc.check_each(f"{prefix}.fb_lr", lists["fb_lr"], lambda v: v > 0, "> 0")
     cc.check(0 <= section.fb_momentum < 1, f"{prefix}.fb_momentum={section.fb_momentum}, expected in [0, 1)")
-    cc.check_one_of(f"{prefix}.unpool_mode", section.unpool_mode, pooling.UNPOOL_MODES)
     cc.check(section.unroll >= 1, f"{prefix}.unroll={section.unroll}, expected >= 1")
-    cc.check(section.gmp_beta > 0, f"{prefix}.gmp_beta={section.gmp_beta}, expected > 0")
     cc.check_one_of(f"{prefix}.feedback_mode", section.feedback_mode, feedback.FEEDBACK_MODES)
     cc.check(
         section.fb_chunk_mib >= 0,
         f"{prefix}.fb_chunk_mib={section.fb_chunk_mib}, expected >= 0 (0: automatic)",
     )
     return LayerwiseHParams(
-        beta=float(section.beta),
-        noise_scale=tuple(float(v) for v in lists["noise_scale"]),
+        **step,
         num_fb_iters=tuple(int(v) for v in lists["num_fb_iters"]),
         fb_lr=tuple(float(v) for v in lists["fb_lr"]),
         fb_momentum=float(section.fb_momentum),
-        unpool_mode=section.unpool_mode,
         unroll=int(section.unroll),
-        gmp_beta=float(section.gmp_beta),
         feedback_mode=section.feedback_mode,
         fb_chunk_mib=float(section.fb_chunk_mib),
     )
@@ -122,13 +143,33 @@ class LayerwiseAlgorithm(base.Algorithm):
         section = config[cls.name]
         section.num_fb_iters = tuple(2 for _ in section.num_fb_iters)
 
-    def __init__(self, config, net, steps_per_epoch):
-        super().__init__(config, net, steps_per_epoch)
-        optim.validate_config(config.optim)
-        self.hp = parse_section(config[self.name], f"config.{self.name}", net)
-        self.fwd_tx, self.schedule = optim.fwd_optimizer_from_config(config.optim, steps_per_epoch)
-        self.fb_txs = feedback.make_fb_optimizers(self.hp.fb_lr, self.hp.fb_momentum)
+    def __init__(self, config, net):
+        super().__init__(config, net)
+        self._forward_optimizer = self.forward_optimizer(config)
+        self.hp = self.parse_hparams(config[self.name], f"config.{self.name}", net)
+        self.fb_optimizer = self.feedback_optimizer()
         self.fb_names = net.block_names[1:]
+
+    # -- parts a variant of the step replaces ---------------------------------
+
+    @classmethod
+    def parse_hparams(cls, section, prefix: str, net: nets.Network) -> StepHParams:
+        """The validated section; the shared step reads its :class:`StepHParams` fields."""
+        return parse_section(section, prefix, net)
+
+    def forward_optimizer(self, config):
+        """``steps_per_epoch -> (optimizer, schedule)`` of the forward weights (``optim`` section)."""
+        return optim.forward_optimizer(config.optim)
+
+    def feedback_optimizer(self):
+        """The feedback weights' optimizers: one SGD-momentum per trainable G^n."""
+        return feedback.make_fb_optimizers(self.hp.fb_lr, self.hp.fb_momentum)
+
+    def init_feedback_opt_state(self, fb_params):
+        return tuple(tx.init(fb_params[n + 1]) for n, tx in enumerate(self.fb_optimizer))
+
+    def _bind(self):
+        self.fwd_tx, self.schedule = self._forward_optimizer(self.steps_per_epoch)
 
     # -- what a subclass states ---------------------------------------------
 
@@ -145,15 +186,54 @@ class LayerwiseAlgorithm(base.Algorithm):
     def learning_rate(self, step):
         return float(self.schedule(step))
 
+    def benchmark_record(self, batch_size):
+        """Settings of the step and its analytic FLOPs: hoisted terms, the sequential chain, the forward update."""
+        hp = self.hp
+        maps = self.fb_iteration_maps()
+        flops = {} if maps is None else step_flops(self.net, batch_size, hp.num_fb_iters, maps)
+        return {
+            "num_fb_iters": list(hp.num_fb_iters),
+            "noise_scale": list(hp.noise_scale),
+            "fb_lr": list(hp.fb_lr),
+            "beta": hp.beta,
+            "unroll": hp.unroll,
+            "feedback_mode": hp.feedback_mode,
+            # Sequential loop iterations of the feedback phase per step (the latency bound on devices
+            # where an iteration is a few small kernels): ΣK_n sequentially, max K_n concurrently.
+            "fb_loop_iterations": {"sequential": sum(hp.num_fb_iters), "concurrent": max(hp.num_fb_iters)},
+            "fb_chunk_mib": hp.fb_chunk_mib,
+            "fb_chunks": self.fb_chunks(batch_size),
+            **flops,
+        }
+
+    def fb_iteration_maps(self) -> dict[str, int] | None:
+        """Linear maps (each of one block's FLOPs) per feedback iteration, ``hoisted`` out of the
+        sequential loop and in its ``chain``; ``None`` when not counted."""
+        return None
+
+    def fb_chunks(self, batch_size: int) -> list[int]:
+        """Iterations per chunk of hoisted terms, per trainable G^n (``feedback.chunk_size``)."""
+        chunks = []
+
+        def trace(fwd_params, x):
+            s, aux = targets.forward_pass(self.net, fwd_params, x)
+            for n in range(1, self.net.num_blocks):
+                layer = self.layer_loss(n, fwd_params[n], s[n], s[n + 1], aux[n])
+                chunks.append(feedback.chunk_size(layer, self.hp.num_fb_iters[n - 1], self.hp.fb_chunk_mib))
+            return 0
+
+        fwd, _ = nets.init_params(jax.random.key(0), self.net, self.dtype)  # only the shapes are used
+        jax.eval_shape(trace, fwd, jax.ShapeDtypeStruct((batch_size, *self.net.input_shape), self.dtype))
+        return chunks
+
     def init_state(self, key):
         fwd_params, fb_params = nets.init_params(key, self.net, self.dtype)
-        fb_opt_state = tuple(tx.init(fb_params[n + 1]) for n, tx in enumerate(self.fb_txs))
         return base.TrainState(
             step=jnp.zeros((), jnp.int32),
             fwd_params=fwd_params,
             fb_params=fb_params,
             fwd_opt_state=self.fwd_tx.init(fwd_params),
-            fb_opt_state=fb_opt_state,
+            fb_opt_state=self.init_feedback_opt_state(fb_params),
         )
 
     def train_feedback(self, state, s, aux, key):
@@ -163,7 +243,7 @@ class LayerwiseAlgorithm(base.Algorithm):
             state.fwd_params,
             state.fb_params,
             state.fb_opt_state,
-            self.fb_txs,
+            self.fb_optimizer,
             s,
             aux,
             key,
@@ -236,6 +316,26 @@ class LayerwiseAlgorithm(base.Algorithm):
     @property
     def gmp_label(self):
         return f"{self.name.upper()} update vs BP gradient, β={self.hp.gmp_beta:g}"
+
+
+def step_flops(net: nets.Network, batch: int, num_fb_iters, maps: dict[str, int]) -> dict[str, int]:
+    """Matrix-product/convolution FLOPs of one step of the DTP family (benchmark records).
+
+    Feedback phase: Σ_n K_n × (maps per iteration) × M_n, split into the part hoisted out of the
+    sequential loop and the chain inside it (``maps``); forward update: forward pass (M_n each),
+    target propagation (one G map per n ≥ 1) and the weight gradients (M_n each).
+    """
+    m = [b.linear_flops(batch) for b in net.blocks]
+    per_layer = sum(int(k) * m[n] for n, k in enumerate(num_fb_iters, start=1))
+    hoisted, chain = maps["hoisted"] * per_layer, maps["chain"] * per_layer
+    fwd_update = 2 * sum(m) + sum(m[1:])
+    return {
+        "flops_analytic": hoisted + chain + fwd_update,
+        "flops_analytic_feedback": hoisted + chain,
+        "flops_analytic_feedback_hoisted": hoisted,
+        "flops_analytic_feedback_chain": chain,
+        "flops_analytic_forward_update": fwd_update,
+    }
 
 
 def difference_targets(net, fb_params, labels, beta, unpool_mode):

@@ -30,9 +30,8 @@ import ml_collections
 import optax
 
 from jdtp import config_checks as cc
-from jdtp import feedback, pooling
-from jdtp import networks as nets
-from jdtp.algorithms import base, layerwise, register
+from jdtp import feedback, optim
+from jdtp.algorithms import layerwise, registry
 
 
 def section_defaults() -> ml_collections.ConfigDict:
@@ -45,14 +44,8 @@ def section_defaults() -> ml_collections.ConfigDict:
     c.fwd_lr = 3e-4
     c.fwd_weight_decay = 1e-4
     c.unpool_mode = "set"
-    c.gmp_beta = 0.005
+    c.gmp_beta = layerwise.GMP_BETA
     return c
-
-
-def adam_coupled(lr: float, weight_decay: float) -> optax.GradientTransformation:
-    """``torch.optim.Adam(lr, weight_decay=wd)``: wd·θ added to the gradient before the moments."""
-    parts = [optax.add_decayed_weights(weight_decay)] if weight_decay else []
-    return optax.chain(*parts, optax.adam(lr, b1=0.9, b2=0.999, eps=1e-8))
 
 
 def tile(a, n: int):
@@ -61,22 +54,27 @@ def tile(a, n: int):
 
 
 @dataclasses.dataclass(frozen=True)
-class ParallelHParams:
-    """What :class:`jdtp.algorithms.layerwise.LayerwiseAlgorithm`'s shared step reads."""
+class ParallelHParams(layerwise.StepHParams):
+    """The ``parallel_dtp`` section: the shared step's keys and the two Adam settings."""
 
-    beta: float
-    noise_scale: tuple[float, ...]
     num_samples: int
-    unpool_mode: str
-    gmp_beta: float
+    fb_lr: float
+    fb_weight_decay: float
+    fwd_lr: float
+    fwd_weight_decay: float
 
 
-@register
+@registry.register
 class ParallelDTP(layerwise.LayerwiseAlgorithm):
-    """The DTP family's step with one coupled-Adam feedback update for all layers (module docstring)."""
+    """The DTP family's step with one coupled-Adam feedback update for all layers (module docstring).
+
+    It is the shared step (:class:`jdtp.algorithms.layerwise.LayerwiseAlgorithm`) with four parts
+    replaced: its section, the forward optimizer, the feedback optimizer and the feedback phase.
+    """
 
     name = "parallel_dtp"
     sections = ("parallel_dtp",)
+    variant = "parallel_dtp"  # β, σ and the unpool mode carried over from the experiment's DTP section
 
     @classmethod
     def default_sections(cls):
@@ -86,49 +84,41 @@ class ParallelDTP(layerwise.LayerwiseAlgorithm):
     def shrink_for_smoke(cls, config):
         config.parallel_dtp.num_samples = min(int(config.parallel_dtp.num_samples), 2)
 
-    def __init__(self, config, net, steps_per_epoch):
-        base.Algorithm.__init__(self, config, net, steps_per_epoch)  # its own section, no ``optim``
-        s, n = config.parallel_dtp, net.num_trainable_fb
-        what = f"trainable feedback block G^1..G^{n} of {net.name}"
-        cc.require(s.beta, "config.parallel_dtp.beta")
-        cc.check(s.beta > 0, f"config.parallel_dtp.beta={s.beta}, expected > 0")
-        cc.check(
-            len(tuple(s.noise_scale)) > 0, f"config.parallel_dtp.noise_scale is not set; one value per {what}"
-        )
-        sigma = cc.check_per_layer("config.parallel_dtp.noise_scale", s.noise_scale, n, what)
-        cc.check_each("config.parallel_dtp.noise_scale", sigma, lambda v: v > 0, "> 0")
-        cc.check(int(s.num_samples) >= 1, f"config.parallel_dtp.num_samples={s.num_samples}, expected >= 1")
+    @classmethod
+    def parse_hparams(cls, section, prefix, net):
+        step = layerwise.parse_step_keys(section, prefix, net)
+        cc.check(int(section.num_samples) >= 1, f"{prefix}.num_samples={section.num_samples}, expected >= 1")
         for key in ("fb_lr", "fwd_lr"):
-            cc.check(s[key] > 0, f"config.parallel_dtp.{key}={s[key]}, expected > 0")
+            cc.check(section[key] > 0, f"{prefix}.{key}={section[key]}, expected > 0")
         for key in ("fb_weight_decay", "fwd_weight_decay"):
-            cc.check(s[key] >= 0, f"config.parallel_dtp.{key}={s[key]}, expected >= 0")
-        cc.check_one_of("config.parallel_dtp.unpool_mode", s.unpool_mode, pooling.UNPOOL_MODES)
-        cc.check(s.gmp_beta > 0, f"config.parallel_dtp.gmp_beta={s.gmp_beta}, expected > 0")
-        self.hp = ParallelHParams(
-            float(s.beta),
-            tuple(float(v) for v in sigma),
-            int(s.num_samples),
-            s.unpool_mode,
-            float(s.gmp_beta),
+            cc.check(section[key] >= 0, f"{prefix}.{key}={section[key]}, expected >= 0")
+        return ParallelHParams(
+            **step,
+            num_samples=int(section.num_samples),
+            fb_lr=float(section.fb_lr),
+            fb_weight_decay=float(section.fb_weight_decay),
+            fwd_lr=float(section.fwd_lr),
+            fwd_weight_decay=float(section.fwd_weight_decay),
         )
-        self.fb_tx = adam_coupled(float(s.fb_lr), float(s.fb_weight_decay))
-        self.fwd_tx = adam_coupled(float(s.fwd_lr), float(s.fwd_weight_decay))
-        self.fwd_lr = float(s.fwd_lr)
-        self.fb_names = net.block_names[1:]
 
-    def learning_rate(self, step):
-        del step
-        return self.fwd_lr
+    def forward_optimizer(self, config):
+        s = config.parallel_dtp  # its values are checked with the rest of the section
+        lr = float(s.fwd_lr)
+        tx = optim.torch_adam(lr, float(s.fwd_weight_decay))
+        return lambda steps_per_epoch: (tx, lambda step: lr)  # no schedule
 
-    def init_state(self, key):
-        fwd_params, fb_params = nets.init_params(key, self.net, self.dtype)
-        return base.TrainState(
-            step=jnp.zeros((), jnp.int32),
-            fwd_params=fwd_params,
-            fb_params=fb_params,
-            fwd_opt_state=self.fwd_tx.init(fwd_params),
-            fb_opt_state=self.fb_tx.init(fb_params[1:]),  # one Adam over G^1 … G^{N−1}
-        )
+    def feedback_optimizer(self):
+        return optim.torch_adam(self.hp.fb_lr, self.hp.fb_weight_decay)  # one Adam over G^1 … G^{N−1}
+
+    def init_feedback_opt_state(self, fb_params):
+        return self.fb_optimizer.init(fb_params[1:])
+
+    def benchmark_record(self, batch_size):
+        return {
+            "beta": self.hp.beta,
+            "noise_scale": list(self.hp.noise_scale),
+            "num_samples": self.hp.num_samples,
+        }
 
     def train_feedback(self, state, s, aux, key):
         """One Adam step of every G^n on its L-DRL loss over the tiled batch; returns (params, opt, losses).
@@ -144,7 +134,7 @@ class ParallelDTP(layerwise.LayerwiseAlgorithm):
             loss, g = layer.value_and_grad(fb_trainable[n - 1], jax.tree.map(lambda a: a[0], terms))
             losses.append(loss)
             grads.append(g)
-        updates, fb_opt_state = self.fb_tx.update(tuple(grads), state.fb_opt_state, fb_trainable)
+        updates, fb_opt_state = self.fb_optimizer.update(tuple(grads), state.fb_opt_state, fb_trainable)
         fb_params = (state.fb_params[0], *optax.apply_updates(fb_trainable, updates))
         return fb_params, fb_opt_state, jnp.stack(losses)
 

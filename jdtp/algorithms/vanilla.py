@@ -11,11 +11,23 @@ update is the same layer-local loss as DTP (Eq. 6). The reference marks these
 from __future__ import annotations
 
 from jdtp import feedback, targets
-from jdtp.algorithms import layerwise, register
+from jdtp.algorithms import layerwise, registry
+
+# The forward lr of both variants: the reference's baselines are "Hparams not tuned" (design §8.2).
+VARIANT_LR = 1e-3
 
 
 class _Reconstruction(layerwise.LayerwiseAlgorithm):
     """Layer-wise G trained on the reconstruction loss."""
+
+    @classmethod
+    def adapt_variant(cls, config):
+        # The experiment's DTP per-layer lists and β are carried over (registry.switch).
+        config.optim.lr = VARIANT_LR
+
+    def fb_iteration_maps(self):
+        # Hoisted: F(x + dx); chain: G's map of the noisy output and its weight gradient.
+        return {"hoisted": 1, "chain": 2}
 
     def layer_loss(self, n, f_params, x, y, aux):
         del y, aux
@@ -24,19 +36,21 @@ class _Reconstruction(layerwise.LayerwiseAlgorithm):
         )
 
 
-@register
+@registry.register
 class VanillaDTP(_Reconstruction):
     name = "vanilla_dtp"
     sections = ("optim", "vanilla_dtp")
+    variant = "vanilla_dtp"
 
     def make_targets(self, fb_params, labels, beta):
         return layerwise.difference_targets(self.net, fb_params, labels, beta, self.hp.unpool_mode)
 
 
-@register
+@registry.register
 class TP(_Reconstruction):
     name = "tp"
     sections = ("optim", "tp")
+    variant = "tp"
 
     def make_targets(self, fb_params, labels, beta):
         def fn(s, aux):

@@ -22,7 +22,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import logging
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from jdtp import datasets
 
 SYNTHETIC = "synthetic"
 
@@ -34,9 +37,6 @@ def seed_list(num_seeds: int, base: int = 123, stride: int = 1) -> list[int]:
 
 @functools.lru_cache(maxsize=2)
 def _train_source(name: str, data_dir: str):
-    # Imported lazily: synthetic runs never touch the data stack.
-    from jdtp import datasets
-
     return datasets.open_split(name, "train", data_dir or None)
 
 
@@ -84,9 +84,7 @@ def num_classes_of(data: str) -> int:
     """Number of classes of ``data`` (10 for synthetic data)."""
     if data == SYNTHETIC:
         return 10
-    from jdtp import input_pipeline
-
-    return int(input_pipeline.get_info(data).num_classes)
+    return int(datasets.get_info(data).num_classes)
 
 
 def stats(values: Sequence[float]) -> dict[str, Any]:
@@ -99,11 +97,6 @@ def stats(values: Sequence[float]) -> dict[str, Any]:
         "max": float(v.max()),
         "per_seed": [float(a) for a in v],
     }
-
-
-def to_floats(values: Sequence[Any], cast=float) -> tuple:
-    """Parses an absl list flag (strings) into a tuple of numbers."""
-    return tuple(cast(v) for v in values)
 
 
 def write_json(path: str, obj: Any) -> None:
@@ -126,16 +119,6 @@ def write_json(path: str, obj: Any) -> None:
     logging.info("Wrote %s", path)
 
 
-def matplotlib_pyplot():
-    """``matplotlib.pyplot`` on the non-interactive Agg backend."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def config_file(name: str) -> str:
     """Path of ``configs/figures/<name>`` in the repository this package runs from."""
     return os.path.join(os.path.dirname(__file__), "..", "..", "configs", "figures", name)
@@ -143,9 +126,6 @@ def config_file(name: str) -> str:
 
 def main(run_fn, config_name: str, out_default: str) -> None:
     """``python -m jdtp.experiments.X [--config=configs/X.py[:variant]] [--config.KEY=V] [--out=DIR]``."""
-    from absl import app, flags
-    from ml_collections import config_flags
-
     config_flags.DEFINE_config_file(
         "config",
         config_file(config_name),

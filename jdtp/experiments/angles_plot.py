@@ -25,6 +25,7 @@ from typing import Any
 from absl import app, flags, logging
 
 from jdtp import experiments as ex
+from jdtp import plotting
 
 PREFIX = "gmp_angle/"
 LINESTYLES = ("-", "--", ":", "-.")
@@ -109,7 +110,7 @@ def run(workdirs: Sequence[str], out: str, labels: Sequence[str] | None = None) 
         layer_names += [name for name in r["layers"] if name not in layer_names]
     result = {"figure": "fig4_gmp_angles", "layers": layer_names, "runs": runs}
 
-    plt = ex.matplotlib_pyplot()
+    plt = plotting.plt
     ncols = max(1, len(layer_names))
     fig, axes = plt.subplots(1, ncols, figsize=(3.2 * ncols, 3.2), squeeze=False)
     for ax, layer in zip(axes[0], layer_names, strict=False):  # one empty axis when nothing was logged
@@ -127,11 +128,7 @@ def run(workdirs: Sequence[str], out: str, labels: Sequence[str] | None = None) 
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("∠(ΔθDTP, ΔθBP) (degrees)")
     axes[0][0].legend(fontsize=8)
-    fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    logging.info("Wrote %s", out)
+    plotting.save_figure(fig, out)
     ex.write_json(os.path.splitext(out)[0] + ".json", result)
     return result
 

@@ -61,7 +61,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from jdtp import drl, feedback, pooling, targets
+from jdtp import drl, feedback, plotting, pooling, targets
 from jdtp import experiments as ex
 from jdtp import metrics as mt
 from jdtp import networks as nets
@@ -398,7 +398,7 @@ def _gmp_fns(net: nets.Network, beta: float, dtype) -> dict[str, Any]:
 
 def plot(result: dict[str, Any], path: str) -> None:
     """Grouped bars: one group per scheme (and unpool mode), one bar per layer, mean ± std over seeds."""
-    plt = ex.matplotlib_pyplot()
+    plt = plotting.plt
     labels = list(result["results"])
     order = {s: i for i, s in enumerate(SCHEMES)}
     mode_order = {m: i for i, m in enumerate(pooling.UNPOOL_MODES)}
@@ -441,10 +441,7 @@ def plot(result: dict[str, Any], path: str) -> None:
         f"DRL K={b['drl_iters_per_layer']}/layer, data={result['args']['data']})",
         fontsize=9,
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    logging.info("Wrote %s", path)
+    plotting.save_figure(fig, path)
 
 
 if __name__ == "__main__":

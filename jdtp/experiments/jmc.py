@@ -50,7 +50,7 @@ import numpy as np
 import optax
 from absl import logging
 
-from jdtp import drl, feedback, targets
+from jdtp import drl, feedback, plotting, targets
 from jdtp import experiments as ex
 from jdtp import metrics as mt
 from jdtp import networks as nets
@@ -248,7 +248,7 @@ def run(args, out_dir: str) -> dict[str, Any]:
 
 def plot(result: dict[str, Any], path: str) -> None:
     """Angle and distance vs iteration: mean over seeds and min/max band per arm."""
-    plt = ex.matplotlib_pyplot()
+    plt = plotting.plt
     its = np.asarray(result["iterations"])
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     colors = {"L-DRL": "tab:blue", "DRL": "tab:red"}
@@ -273,10 +273,7 @@ def plot(result: dict[str, Any], path: str) -> None:
         f"data={result['args']['data']})",
         fontsize=10,
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    logging.info("Wrote %s", path)
+    plotting.save_figure(fig, path)
 
 
 if __name__ == "__main__":
