@@ -174,7 +174,12 @@ def summarise(curves: dict[str, dict[int, dict[int, float]]]) -> list[dict[str, 
 
 
 def collect(args, runs, plan, seeds) -> dict[str, dict[str, dict[int, dict[int, float]]]]:
-    """``{algo: {impl: {step: {seed: accuracy}}}}`` of the finished evaluations so far."""
+    """``{algo: {impl: {step: {seed: accuracy}}}}`` of the finished evaluations so far.
+
+    jdtp's runs count with every evaluation they have logged; a reference run counts once it is
+    complete, or, with ``args.include_unfinished``, with the evaluations its unfinished run has
+    written so far (``seed_N.partial.json``).
+    """
     out: dict[str, dict[str, dict[int, dict[int, float]]]] = {}
     for algo, setting in plan.items():
         by_impl: dict[str, dict[int, dict[int, float]]] = {"jdtp": {}, "authors": {}}
@@ -183,7 +188,11 @@ def collect(args, runs, plan, seeds) -> dict[str, dict[str, dict[int, dict[int, 
                 for step, acc in jdtp_curve(run.workdir, setting["steps"]):
                     by_impl["jdtp"].setdefault(step, {})[run.seed] = acc
         for seed in seeds:
-            for rec in read_ref(ref_json(args.work, algo, seed)) or []:
+            final = ref_json(args.work, algo, seed)
+            recs = read_ref(final)
+            if recs is None and getattr(args, "include_unfinished", False):
+                recs = read_ref(final.replace(".json", ".partial.json"))
+            for rec in recs or []:
                 by_impl["authors"].setdefault(int(rec["step"]), {})[seed] = float(rec["test_acc"])
         out[algo] = by_impl
     return out
@@ -258,12 +267,10 @@ def write_outputs(args, curves, plan) -> dict:
     with open(tmp, "w") as f:
         f.write("\n".join(lines))
     os.replace(tmp, os.path.join(args.out, "table.md"))
-    plot(
-        curves,
-        rows,
-        os.path.join(args.out, "curves.png"),
-        "Fashion-MNIST LeNet: jdtp beside the authors' code at equal steps",
-    )
+    title = "Fashion-MNIST LeNet: jdtp beside the authors' code at equal steps"
+    if getattr(args, "include_unfinished", False):
+        title += " (unfinished runs included: seeds per step in table.md)"
+    plot(curves, rows, os.path.join(args.out, "curves.png"), title)
     return summary
 
 
@@ -396,6 +403,7 @@ _FLAG_NAMES = (
     "parallel",
     "ref_threads",
     "plot_only",
+    "include_unfinished",
 )
 
 
@@ -416,6 +424,11 @@ def _define_flags():
     flags.DEFINE_integer("parallel", 2, "Processes at a time (the jdtp sweep counts as one).")
     flags.DEFINE_integer("ref_threads", 1, "torch threads per reference run.")
     flags.DEFINE_bool("plot_only", False, "Only draw and summarise what has finished.")
+    flags.DEFINE_bool(
+        "include_unfinished",
+        False,
+        "Also draw the evaluations of unfinished runs (the authors' partial files; jdtp's always count).",
+    )
 
 
 if __name__ == "__main__":

@@ -99,3 +99,21 @@ def test_run_all_runs_pending_reference_runs_once_and_summarises(tmp_path):
     assert [r["step"] for r in summary["rows"]["dtp"]] == [10, 20, 30, 40]  # steps both have
     assert os.path.getsize(os.path.join(args.out, "curves.png")) > 1000
     assert "| 20 | 0.50 |" in open(os.path.join(args.out, "table.md")).read()
+
+
+def test_unfinished_reference_runs_count_only_when_asked(tmp_path):
+    runs = [r for r in _runs(tmp_path, seeds=(0,)) if r.label == "dtp"]
+    plan = {"dtp": {"batch": 33, "steps_per_epoch": 40, "steps": 40, "eval_every": 10, "k": [41, 15, 19]}}
+    _complete_jdtp_run(runs[0], [(10, 0.6), (20, 0.62), (30, 0.64), (40, 0.66)])
+    partial = rc.ref_json(str(tmp_path / "work"), "dtp", 0).replace(".json", ".partial.json")
+    os.makedirs(os.path.dirname(partial))
+    recs = [{"step": 0, "test_acc": 0.1}, {"step": 10, "test_acc": 0.55}, {"step": 20, "test_acc": 0.58}]
+    run_files.write_json_atomic(partial, {"args": {}, "records": recs})
+    args = types.SimpleNamespace(work=str(tmp_path / "work"), include_unfinished=False)
+    assert rc.collect(args, runs, plan, [0])["dtp"]["authors"] == {}
+    args.include_unfinished = True
+    authors = rc.collect(args, runs, plan, [0])["dtp"]["authors"]
+    assert authors == {0: {0: 0.1}, 10: {0: 0.55}, 20: {0: 0.58}}
+    rows = rc.summarise(rc.collect(args, runs, plan, [0])["dtp"])
+    assert [r["step"] for r in rows] == [10, 20]  # the steps both have reached
+    np.testing.assert_allclose(rows[1]["gap"]["mean"], 0.62 - 0.58)
