@@ -43,7 +43,7 @@ import ml_collections
 import numpy as np
 from absl import app, flags, logging
 
-from jdtp import algorithms, architectures, config_base, datasets, environment
+from jdtp import algorithms, config_base, datasets, environment, train
 from jdtp import blocks as blk
 from jdtp import conv as convs
 from jdtp import networks as nets
@@ -177,11 +177,8 @@ def _configs(config: ml_collections.ConfigDict, algos, variants) -> dict[str, ml
 
 
 def _algorithm(config: ml_collections.ConfigDict):
-    """The config's algorithm on its network, checked as a run checks it."""
-    config_base.validate_common(config)
-    info = datasets.get_info(config.data.name, config.data)
-    net = architectures.build_from_config(config.model, info.shape, info.num_classes)
-    return algorithms.create(config, net, steps_per_epoch=390)
+    """The config's algorithm on its network, checked as a run checks it (``jdtp.train.setup``)."""
+    return train.setup(config).algo.bind(390)
 
 
 def benchmark_config(
