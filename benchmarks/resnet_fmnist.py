@@ -3,14 +3,19 @@
     python benchmarks/resnet_fmnist.py --data_dir=/path/to/tfds --out=results/resnet_fmnist
 
 Part 1 (one batch of 64 training images, seed 0): the angle between the DTP update / β (β = 0.005)
-and the BP gradient per block (computed in float64), for feedback weights at random init, symmetric
-(G = F's weights) in the reference's inverted blocks, the exact adjoint of the linear part and the
-exact 'jacobian' mode, and after L-DRL pre-training (reference and adjoint) of every G^n on the
-batch (``--ldrl_iters`` iterations per layer, the config's σ and lr_b), with the JMC angles before
-and after, the norm of each block's DTP update (zero where G's ReLUs have died: then no angle) and
-the L-DRL loss at the first and last pre-training iteration. Part 2: DTP (one run per
-``--train_feedback`` mode) and BP trained for ``--steps`` steps each through the run loop, step
-times and test accuracy. The width, batch and K are reduced for a 2-core CPU (flags).
+and the BP gradient per block (computed in float64), for each ``--modes`` G (the reference's
+inverted blocks, the exact adjoint of the linear part, the exact 'jacobian' mode) with feedback
+weights at random init, symmetric (G = F's weights) and, for the ``--pretrain`` modes, after L-DRL
+pre-training of every G^n on the batch (``--ldrl_iters`` iterations per layer with the
+``--config`` file's σ, lr_b, feedback optimizer and probe), with the JMC angles, the norm of each
+block's DTP update (zero where G's ReLUs have died: then no angle) and the L-DRL loss at the first
+and last pre-training iteration. Part 2: DTP (one run per ``--train_feedback`` mode) and BP trained
+for ``--steps`` steps each through the run loop, step times and test accuracy. The width, batch
+and K are reduced for a 2-core CPU (flags).
+
+    # the chosen recipe (configs/resnet18_fmnist.py: 'jacobian' G, 'jvp' probe, Adam lr_b 3e-3)
+    python benchmarks/resnet_fmnist.py --data_dir=D --out=OUT --parts=gmp \
+        --config=configs/resnet18_fmnist.py --modes=jacobian
 """
 
 import json
@@ -34,18 +39,27 @@ flags.DEFINE_list("train_feedback", ["reference", "adjoint"], "Feedback modes of
 flags.DEFINE_float("dtp_lr", 0.0, "Forward learning rate of the DTP runs in part 2 (0: the config's, 0.05).")
 flags.DEFINE_list("parts", ["gmp", "training"], "Parts to run.")
 flags.DEFINE_float("fb_lr_scale", 1.0, "Factor on every G's learning rate lr_b (both parts).")
+flags.DEFINE_list("modes", ["reference", "adjoint", "jacobian"], "Feedback modes measured in part 1.")
+flags.DEFINE_list(
+    "pretrain", ["reference", "adjoint", "jacobian"], "Modes whose G is L-DRL pre-trained in part 1."
+)
+flags.DEFINE_string("probe", "", "L-DRL probe (config.dtp.probe) of both parts ('': the config's).")
+flags.DEFINE_string(
+    "config", "configs/resnet18_cifar10.py", "Experiment file whose DTP hyperparameters both parts use."
+)
 
 
 def _config(variant=""):
     from jdtp import config_base
 
-    path = os.path.join(os.path.dirname(__file__), "..", "configs", "resnet18_cifar10.py")
+    path = os.path.join(os.path.dirname(__file__), "..", FLAGS.config)
     c = config_base.load_config_file(path, variant)
     c.data.name, c.data.data_dir, c.data.download, c.data.pad_to = "fashion_mnist", FLAGS.data_dir, False, 32
     c.data.batch_size = FLAGS.batch
     c.model.width = FLAGS.width
     if "dtp" in c:
         c.dtp.fb_lr = tuple(lr * FLAGS.fb_lr_scale for lr in c.dtp.fb_lr)
+        c.dtp.probe = FLAGS.probe or c.dtp.probe
     return c
 
 
@@ -64,7 +78,7 @@ def gmp_part() -> dict:
     info = datasets.get_info(c.data.name, c.data)
     batch = batching.get_train_batch(ds, 0, FLAGS.batch, 0)
     x, labels = augmentation.make_eval_preprocess(info)(batch)
-    for mode in ("reference", "adjoint", "jacobian"):
+    for mode in FLAGS.modes:
         c.model.feedback = mode
         net = architectures.build_from_config(c.model, info.shape, info.num_classes)
         fwd, fb_random = networks.init_params(jax.random.key(0), net)
@@ -91,21 +105,21 @@ def gmp_part() -> dict:
                 return gmp, mt.jmc_metrics(net, fwd, fb)[1], exact, norms
 
         schemes = {"random": fb_random, "symmetric": networks.symmetric_fb_params(net, fwd)}
-        if mode != "jacobian":  # L-DRL pre-training of the reference and adjoint G
+        if mode in FLAGS.pretrain:  # L-DRL pre-training of G
             algo = algorithms.create(c, net, 100)
             s, aux = tg.forward_pass(net, fwd, x)
             k = (FLAGS.ldrl_iters,) * net.num_trainable_fb
             t0 = time.time()
             from jdtp import feedback
 
-            states = tuple(tx.init(fb_random[n + 1]) for n, tx in enumerate(algo.fb_txs))
+            states = algo.init_feedback_opt_state(fb_random)
             trained, _, losses = jax.jit(
                 lambda fb, st: feedback.train_feedback(
                     net,
                     fwd,
                     fb,
                     st,
-                    algo.fb_txs,
+                    algo.fb_optimizer,
                     s,
                     aux,
                     jax.random.key(1),
@@ -169,7 +183,20 @@ def main(argv):
 
     checkpointing.quiet_orbax_logs()
     os.makedirs(FLAGS.out, exist_ok=True)
-    names = ("width", "batch", "ldrl_iters", "steps", "k", "train_feedback", "dtp_lr", "parts", "fb_lr_scale")
+    names = (
+        "width",
+        "batch",
+        "ldrl_iters",
+        "steps",
+        "k",
+        "train_feedback",
+        "dtp_lr",
+        "parts",
+        "fb_lr_scale",
+        "modes",
+        "pretrain",
+        "probe",
+    )
     result = {"flags": {k: FLAGS[k].value for k in names}}
     for part, fn in (("gmp", gmp_part), ("training", training_part)):
         if part in FLAGS.parts:

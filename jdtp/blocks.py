@@ -106,6 +106,14 @@ class Block(abc.ABC):
     ) -> jax.Array:
         """G^n(y): an s^{n+1}-space value to s^n-space, with the ``aux`` of the paired F^n pass."""
 
+    def feedback_is_linear(self, aux_a: Any, aux_b: Any) -> bool:
+        """Whether G(a; aux_a) − G(b; aux_b) = G(a − b; aux_a) without its bias (G linear in its input).
+
+        False unless a block knows better (its G applies an activation or unpools with the aux).
+        """
+        del aux_a, aux_b
+        return False
+
     def feedback_difference(
         self, params: Params, a: jax.Array, aux_a: Any, b: jax.Array, aux_b: Any, *, unpool_mode: str = "set"
     ) -> jax.Array:
@@ -133,8 +141,12 @@ class Block(abc.ABC):
         """F's weights (no biases), in ``param_specs`` order: what the GMP angle compares (design §6.3)."""
         return tuple(f_params[s.name] for s in self.param_specs()[0] if s.weight)
 
-    def for_forward_mode(self) -> Block:
-        """A numerically identical block usable under ``jax.jvp`` (some CPU convs are reverse-mode only)."""
+    def for_forward_mode(self, reverse_after: bool = True) -> Block:
+        """A numerically identical block usable under ``jax.jvp`` (some CPU convs are reverse-mode only).
+
+        ``reverse_after``: whether the jvp is then differentiated in reverse mode
+        (:func:`jdtp.conv.forward_mode_impl`).
+        """
         return self
 
     # Closed-form L-DRL gradient (optional): see LinearFeedbackBlock.
@@ -279,8 +291,8 @@ class ConvBlock(LinearFeedbackBlock):
         ho, wo, cout = self.conv_shape
         return 2 * batch * ho * wo * self.kernel_size**2 * self.in_shape[2] * cout
 
-    def for_forward_mode(self):
-        return dataclasses.replace(self, conv_impl=convs.forward_mode_impl(self.conv_impl))
+    def for_forward_mode(self, reverse_after=True):
+        return dataclasses.replace(self, conv_impl=convs.forward_mode_impl(self.conv_impl, reverse_after))
 
 
 @dataclasses.dataclass(frozen=True)

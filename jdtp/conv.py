@@ -30,7 +30,7 @@ def resolve_conv_impl(impl: str = "auto") -> str:
     """``'auto'`` picks ``'mixed'`` on CPU and XLA's library convolutions elsewhere.
 
     ``'mixed'`` is reverse-mode only (its kernel gradient is a ``jax.custom_vjp``): forward-mode
-    users (the ``'jvp'`` L-DRL probe) get ``'im2col'`` (:func:`forward_mode_impl`).
+    users (the ``'jvp'`` L-DRL probe) get ``'im2col'`` or ``'xla'`` (:func:`forward_mode_impl`).
     """
     if impl == "auto":
         return "mixed" if jax.default_backend() == "cpu" else "xla"
@@ -74,9 +74,16 @@ def _xla_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> jax
 MIXED_MIN_XLA_PIXELS = 16
 
 
-def forward_mode_impl(impl: str) -> str:
-    """The implementation to use under ``jax.jvp``: ``'mixed'`` is reverse-mode only."""
-    return "im2col" if impl == "mixed" else impl
+def forward_mode_impl(impl: str, reverse_after: bool = True) -> str:
+    """The implementation to use under ``jax.jvp``: ``'mixed'`` is reverse-mode only.
+
+    ``reverse_after``: the jvp is itself differentiated in reverse mode (G's, under the L-DRL
+    gradient), where XLA's autodiff kernel gradient is slow inside loops on CPU: ``'im2col'``.
+    A tangent that is only evaluated (F's, computed before the loop) takes XLA's convolution.
+    """
+    if impl != "mixed":
+        return impl
+    return "im2col" if reverse_after else "xla"
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))

@@ -40,6 +40,7 @@ import optax
 
 from jdtp import blocks as blk
 from jdtp import networks as nets
+from jdtp import optim
 
 PROBES = ("difference", "jvp")
 
@@ -84,7 +85,7 @@ def forward_terms(block: blk.Block, f_params, x: jax.Array, dx: jax.Array, *, pr
         y_noisy = jax.lax.stop_gradient(y_noisy)
         return {"y_noisy": _split(y_noisy, c), "aux_noisy": jax.tree.map(lambda a: _split(a, c), aux_noisy)}
     if probe == "jvp":
-        fwd = block.for_forward_mode()
+        fwd = block.for_forward_mode(reverse_after=False)  # F's tangent is not differentiated
         x_c = _merge(jnp.broadcast_to(x, dx.shape))
         _, dy_f = jax.jvp(lambda x_: fwd.forward(f_params, x_)[0], (x_c,), (_merge(dx),))
         return {"dy_f": _split(jax.lax.stop_gradient(dy_f), c)}
@@ -117,6 +118,14 @@ def reconstruction_differences(
         )
         dr_y = block.feedback_difference(g_params, y + dy, idx, y, idx, unpool_mode=unpool_mode)
         return dr, dr_y
+    if block.feedback_is_linear(idx, idx):
+        # G is linear in its input given F's aux (a 'jacobian' or 'adjoint' ResNet G): its
+        # derivative is G's linear part, so each first-order term is one pass of it, with the
+        # block's reverse-mode convolutions instead of a jvp through forward-mode ones.
+        def g_lin(d):
+            return block.feedback(g_params, d, idx, unpool_mode=unpool_mode, with_bias=False)
+
+        return g_lin(terms["dy_f"]), g_lin(dy)
     fwd = block.for_forward_mode()
 
     def g(y_):
@@ -472,9 +481,24 @@ def train_feedback_layer(
     return optimize(layer_loss, g_params, opt_state, tx, key, num_fb_iters, chunk=chunk, unroll=unroll)
 
 
-def make_fb_optimizers(fb_lrs, momentum: float = 0.9) -> tuple[optax.GradientTransformation, ...]:
-    """One SGD-momentum optimizer per trainable G^n, constant lr, no weight decay (paper Alg. 3)."""
-    return tuple(optax.sgd(float(lr), momentum=momentum) for lr in fb_lrs)
+FB_OPTIMIZERS = ("sgd", "adam")
+
+
+def make_fb_optimizers(
+    fb_lrs, momentum: float = 0.9, kind: str = "sgd"
+) -> tuple[optax.GradientTransformation, ...]:
+    """One optimizer per trainable G^n, constant lr, no weight decay.
+
+    ``'sgd'``: SGD with ``momentum``, the paper's (Alg. 3). ``'adam'``: Adam with PyTorch's
+    constants (``momentum`` unused), ours: its steps are in units of the weights whatever the
+    scale of the L-DRL gradient, which differs by orders of magnitude between layers (the head's
+    exact transpose carries 1/(H·W) of the average pool, squared in its gradient).
+    """
+    if kind == "sgd":
+        return tuple(optax.sgd(float(lr), momentum=momentum) for lr in fb_lrs)
+    if kind == "adam":
+        return tuple(optim.torch_adam(float(lr)) for lr in fb_lrs)
+    raise ValueError(f"unknown feedback optimizer {kind!r}; expected one of {FB_OPTIMIZERS}")
 
 
 FEEDBACK_MODES = ("sequential", "concurrent")

@@ -118,6 +118,11 @@ class StemBlock(blk.ConvBlock):
             h = h + params["bias"]
         return _act_and_derivative(self.activation, h, self.feedback_mode == "jacobian")
 
+    def feedback_is_linear(self, aux_a, aux_b):
+        if self.feedback_mode == "jacobian":
+            return aux_a is aux_b
+        return self.feedback_mode == "adjoint" or self.activation == "identity"
+
     def feedback_input(self, y, aux, *, unpool_mode="set"):
         del unpool_mode
         if self.feedback_mode == "reference":
@@ -267,8 +272,8 @@ class ResidualStage(blk.Block):
                 total += 2 * batch * ho * wo * k * k * cin * cout
         return total
 
-    def for_forward_mode(self):
-        return dataclasses.replace(self, conv_impl=convs.forward_mode_impl(self.conv_impl))
+    def for_forward_mode(self, reverse_after=True):
+        return dataclasses.replace(self, conv_impl=convs.forward_mode_impl(self.conv_impl, reverse_after))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -300,6 +305,10 @@ class PoolDenseBlock(blk.LinearFeedbackBlock):
 
     def forward(self, params, x):
         return jnp.mean(x, axis=(1, 2)) @ params["kernel"] + params["bias"], None
+
+    def feedback_is_linear(self, aux_a, aux_b):
+        del aux_a, aux_b
+        return True  # a dense map of its input, copied to every pixel
 
     def feedback_input(self, y, aux, *, unpool_mode="set"):
         del aux, unpool_mode

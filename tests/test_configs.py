@@ -142,6 +142,7 @@ def test_wrong_length_per_layer_list_fails_naming_the_field():
         ("--config.dtp.fb_lr=(0.1,-0.1,0.1)", "config.dtp.fb_lr[1]"),
         ("--config.dtp.unpool_mode=max", "config.dtp.unpool_mode"),
         ("--config.dtp.probe=fd", "config.dtp.probe"),
+        ("--config.dtp.fb_optimizer=rmsprop", "config.dtp.fb_optimizer"),
         ("--config.algorithm=ddtp2", "config.algorithm"),
         ("--config.algorithm=bp", "does not use the section"),
         ("--config.optim.schedule=linear", "config.optim.schedule"),

@@ -58,8 +58,11 @@ def test_conv_impls_agree_with_xla_in_jvp_vjp_and_kernel_grad(impl, k, stride, p
         return lambda x, w: convs.conv(x, w, stride, pad, impl)
 
     tol = {"atol": 1e-3, "rtol": 1e-4}
-    fm = convs.forward_mode_impl(impl)
-    chex.assert_trees_all_close(jax.jvp(f(fm), (x, w), (tx, tw)), jax.jvp(f("xla"), (x, w), (tx, tw)), **tol)
+    for reverse_after in (True, False):
+        fm = convs.forward_mode_impl(impl, reverse_after)
+        chex.assert_trees_all_close(
+            jax.jvp(f(fm), (x, w), (tx, tw)), jax.jvp(f("xla"), (x, w), (tx, tw)), **tol
+        )
     if impl == "mixed":  # reverse mode only, by design: a clear error, not wrong numbers
         with pytest.raises(TypeError, match="custom_vjp"):
             jax.jvp(f(impl), (x, w), (tx, tw))

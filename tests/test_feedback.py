@@ -462,3 +462,21 @@ def test_concurrent_feedback_mode_equals_sequential(arch, chunk_mib):
             layer_loss=layer_loss,
             mode="x",
         )
+
+
+def test_feedback_optimizers_are_sgd_momentum_or_adam():
+    """'sgd': θ ← θ − lr·(μ·v + g) (PyTorch's SGD momentum); 'adam': the first Adam step moves
+    every entry by lr·sign(g) (bias-corrected moments, eps negligible); anything else is refused."""
+    params = {"kernel": jnp.array([1.0, -2.0, 3.0])}
+    grads = [{"kernel": jnp.array([0.5, -1.0, 2.0])}, {"kernel": jnp.array([1.0, 1.0, -1.0])}]
+    (sgd,) = feedback.make_fb_optimizers((0.1,), momentum=0.9)
+    state, v = sgd.init(params), jnp.zeros(3)
+    for g in grads:
+        updates, state = sgd.update(g, state, params)
+        v = 0.9 * v + g["kernel"]
+        chex.assert_trees_all_close(updates["kernel"], -0.1 * v, atol=1e-7)
+    (adam,) = feedback.make_fb_optimizers((0.01,), kind="adam")
+    updates, _ = adam.update(grads[0], adam.init(params), params)
+    chex.assert_trees_all_close(updates["kernel"], -0.01 * jnp.sign(grads[0]["kernel"]), atol=1e-7)
+    with pytest.raises(ValueError, match="feedback optimizer"):
+        feedback.make_fb_optimizers((0.1,), kind="rmsprop")

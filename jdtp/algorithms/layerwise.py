@@ -42,6 +42,9 @@ def section_defaults() -> ml_collections.ConfigDict:
     c.num_fb_iters = ()  # K_n per trainable feedback block
     c.fb_lr = ()  # feedback SGD learning rate per trainable feedback block
     c.fb_momentum = 0.9
+    c.fb_optimizer = (
+        "sgd"  # 'sgd' (paper Alg. 3, with fb_momentum) or 'adam' (jdtp.feedback.make_fb_optimizers)
+    )
     c.unpool_mode = "set"  # 'set' (reference) or 'add' (exact transpose of max-pool)
     c.unroll = 1  # lax.scan unroll of the K feedback iterations
     # 'sequential' (one loop per layer) or 'concurrent' (one loop over max K_n for all layers;
@@ -73,6 +76,7 @@ class LayerwiseHParams(StepHParams):
     fb_lr: tuple[float, ...]
     fb_momentum: float
     unroll: int
+    fb_optimizer: str = "sgd"
     feedback_mode: str = "sequential"
     fb_chunk_mib: float = 0.0
 
@@ -114,6 +118,7 @@ def parse_section(section: ml_collections.ConfigDict, prefix: str, net: nets.Net
     )
     cc.check_each(f"{prefix}.fb_lr", lists["fb_lr"], lambda v: v > 0, "> 0")
     cc.check(0 <= section.fb_momentum < 1, f"{prefix}.fb_momentum={section.fb_momentum}, expected in [0, 1)")
+    cc.check_one_of(f"{prefix}.fb_optimizer", section.fb_optimizer, feedback.FB_OPTIMIZERS)
     cc.check(section.unroll >= 1, f"{prefix}.unroll={section.unroll}, expected >= 1")
     cc.check_one_of(f"{prefix}.feedback_mode", section.feedback_mode, feedback.FEEDBACK_MODES)
     cc.check(
@@ -126,6 +131,7 @@ def parse_section(section: ml_collections.ConfigDict, prefix: str, net: nets.Net
         fb_lr=tuple(float(v) for v in lists["fb_lr"]),
         fb_momentum=float(section.fb_momentum),
         unroll=int(section.unroll),
+        fb_optimizer=section.fb_optimizer,
         feedback_mode=section.feedback_mode,
         fb_chunk_mib=float(section.fb_chunk_mib),
     )
@@ -162,8 +168,8 @@ class LayerwiseAlgorithm(base.Algorithm):
         return optim.forward_optimizer(config.optim)
 
     def feedback_optimizer(self):
-        """The feedback weights' optimizers: one SGD-momentum per trainable G^n."""
-        return feedback.make_fb_optimizers(self.hp.fb_lr, self.hp.fb_momentum)
+        """The feedback weights' optimizers: one per trainable G^n (``fb_optimizer``)."""
+        return feedback.make_fb_optimizers(self.hp.fb_lr, self.hp.fb_momentum, self.hp.fb_optimizer)
 
     def init_feedback_opt_state(self, fb_params):
         return tuple(tx.init(fb_params[n + 1]) for n, tx in enumerate(self.fb_optimizer))
