@@ -179,7 +179,7 @@ def training_part() -> dict:
 
 def main(argv):
     del argv
-    from jdtp import checkpointing, run_files
+    from jdtp import checkpointing, environment, run_files
 
     checkpointing.quiet_orbax_logs()
     os.makedirs(FLAGS.out, exist_ok=True)
@@ -197,7 +197,8 @@ def main(argv):
         "pretrain",
         "probe",
     )
-    result = {"flags": {k: FLAGS[k].value for k in names}}
+    result = {"command": " ".join(sys.argv), "machine": environment.describe()}
+    result["flags"] = {k: FLAGS[k].value for k in names}
     for part, fn in (("gmp", gmp_part), ("training", training_part)):
         if part in FLAGS.parts:
             result[part] = fn()

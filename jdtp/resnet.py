@@ -32,7 +32,10 @@ Feedback blocks, ``feedback=`` (a model option):
   for targets, so with symmetric weights the DTP update is the BP gradient times β (Thm. 4.3
   without its β → 0 limit). L-DRL's ``'difference'`` probe evaluates its noisy term with the
   derivatives of the noisy pass (as it uses the noisy pool indices, design §1.2), which is not
-  a small perturbation where units change sign; the ``'jvp'`` probe uses the clean ones.
+  a small perturbation where units change sign; the ``'jvp'`` probe uses the clean ones, and
+  as G is then linear in its input, each of its terms is one pass of G
+  (:meth:`ResidualStage.feedback_is_linear`). ``configs/resnet18_fmnist.py`` trains this G with
+  the ``'jvp'`` probe and Adam: the recipe that aligns every stage (README).
 
 Is the reference's G the adjoint of F's linearisation when G's weights equal F's? Not in
 general. A BasicBlock ``u ↦ relu(A relu(B u) + S u)`` has the Jacobian ``D2 (A D1 B + S)``

@@ -12,7 +12,9 @@ For every (dataset, model, label) of the sweep (``jdtp.sweep``) it reads each se
   paired), mean ± std, beside the paper's gap;
 * ``accuracy.png``: test accuracy against forward epochs per label (mean over seeds, min-max band);
 * ``gmp_angles.png``: per-layer angle between each algorithm's update and the BP gradient against
-  forward epochs (mean over seeds, min-max band).
+  forward epochs (mean over seeds, min-max band);
+* ``gmp.csv`` (and a section of ``table.md``): per label and layer, the median, largest and last
+  of each run's logged GMP angles over its whole training, mean over seeds.
 
 Incomplete runs are listed and left out of the numbers. Nothing is typed by hand: the README's
 result tables are these files.
@@ -178,6 +180,37 @@ def gaps(records: list[RunRecord], reference: str = REFERENCE_LABEL) -> list[dic
     return rows
 
 
+def gmp_summary(records: list[RunRecord]) -> list[dict[str, Any]]:
+    """Per (dataset, model, label, layer): each complete run's median, max and last logged GMP
+    angle over its training, then the mean over seeds (and the largest max of any seed)."""
+    groups: dict[tuple, list[RunRecord]] = defaultdict(list)
+    for r in records:
+        if r.complete and r.gmp_curves:
+            groups[r.key].append(r)
+    rows = []
+    for (dataset, model, label), runs in sorted(groups.items()):
+        layers: list[str] = []
+        for r in runs:
+            layers += [name for name in r.gmp_curves if name not in layers]
+        for layer in layers:
+            angles = [[a for _, a in r.gmp_curves[layer]] for r in runs if r.gmp_curves.get(layer)]
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "model": model,
+                    "label": label,
+                    "layer": layer,
+                    "seeds": len(angles),
+                    "evaluations_per_run": int(np.mean([len(a) for a in angles])),
+                    "median_deg": float(np.mean([np.median(a) for a in angles])),
+                    "max_deg": float(np.mean([max(a) for a in angles])),
+                    "max_any_seed_deg": float(max(max(a) for a in angles)),
+                    "last_deg": float(np.mean([a[-1] for a in angles])),
+                }
+            )
+    return rows
+
+
 def _fmt(mean: float, std: float, digits: int = 2) -> str:
     if math.isnan(mean):
         return "–"
@@ -191,7 +224,7 @@ def _duration(seconds: float) -> str:
     return f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
 
 
-def markdown(rows, gap_rows, incomplete: list[RunRecord], title: str) -> str:
+def markdown(rows, gap_rows, incomplete: list[RunRecord], title: str, gmp_rows=()) -> str:
     epochs = sorted({f"{r['forward_epochs']:g}" for r in rows})
     hardware = sorted({r["hardware"] for r in rows})
     lines = [
@@ -226,6 +259,20 @@ def markdown(rows, gap_rows, incomplete: list[RunRecord], title: str) -> str:
             paper = "–" if math.isnan(g["paper_gap"]) else f"{g['paper_gap']:+.2f}"
             lines.append(
                 f"| {g['dataset']} | {g['gap']} | {g['seeds']} | {_fmt(g['gap_mean'], g['gap_std'])} | {paper} |"
+            )
+    if gmp_rows:
+        lines += [
+            "",
+            "GMP angles over training (degrees between each update / its nudge and the BP gradient, every "
+            "logged step of each run: median, largest and last per run, mean over seeds; `gmp.csv`):",
+            "",
+            "| dataset | algorithm | layer | seeds | logged steps per run | median | max | max of any seed | last |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for g in gmp_rows:
+            lines.append(
+                f"| {g['dataset']} | {g['label']} | {g['layer']} | {g['seeds']} | {g['evaluations_per_run']} | "
+                f"{g['median_deg']:.1f} | {g['max_deg']:.1f} | {g['max_any_seed_deg']:.1f} | {g['last_deg']:.1f} |"
             )
     if incomplete:
         lines += [
@@ -300,7 +347,7 @@ def plot(records: list[RunRecord], out_dir: str, title: str) -> list[str]:
 
 
 def make_tables(sweep_dir: str, out_dir: str, title: str | None = None) -> dict[str, Any]:
-    """Write ``table.csv``, ``gaps.csv``, ``table.md`` and the PNGs; returns what was written."""
+    """Write ``table.csv``, ``gaps.csv``, ``gmp.csv``, ``table.md`` and the PNGs; returns what was written."""
     records = collect(sweep_dir)
     if not records:
         raise FileNotFoundError(f"no <label>/seed_<s> workdirs under {sweep_dir}")
@@ -310,11 +357,20 @@ def make_tables(sweep_dir: str, out_dir: str, title: str | None = None) -> dict[
     os.makedirs(out_dir, exist_ok=True)
     _write_csv(os.path.join(out_dir, "table.csv"), rows)
     _write_csv(os.path.join(out_dir, "gaps.csv"), gap_rows)
-    md = markdown(rows, gap_rows, incomplete, title)
+    gmp_rows = gmp_summary(records)
+    _write_csv(os.path.join(out_dir, "gmp.csv"), gmp_rows)
+    md = markdown(rows, gap_rows, incomplete, title, gmp_rows)
     with open(os.path.join(out_dir, "table.md"), "w") as f:
         f.write(md)
     pngs = plot(records, out_dir, title)
-    return {"rows": rows, "gaps": gap_rows, "incomplete": incomplete, "markdown": md, "pngs": pngs}
+    return {
+        "rows": rows,
+        "gaps": gap_rows,
+        "gmp": gmp_rows,
+        "incomplete": incomplete,
+        "markdown": md,
+        "pngs": pngs,
+    }
 
 
 def main(argv):
@@ -328,7 +384,7 @@ def main(argv):
         sys.exit(f"error: {e}")
     print(result["markdown"])
     print(
-        f"wrote {out}/table.csv, gaps.csv, table.md, "
+        f"wrote {out}/table.csv, gaps.csv, gmp.csv, table.md, "
         + ", ".join(os.path.basename(p) for p in result["pngs"])
     )
 

@@ -18,6 +18,8 @@ def _fake_run(root, label, seed, acc, complete=True):
     os.makedirs(wd)
     records = [
         {"step": 10, "epoch": 0.5, "forward_epoch": 0.5, "eval/accuracy": acc - 0.1},
+        {"step": 5, "epoch": 0.25, "forward_epoch": 0.25, "gmp_angle/conv_0": 70.0 - seed},
+        {"step": 15, "epoch": 0.75, "forward_epoch": 0.75, "gmp_angle/conv_0": 10.0 * seed},
         {
             "step": 20,
             "epoch": 1.0,
@@ -70,6 +72,22 @@ def test_table_rows_means_stds_and_gaps_match_an_independent_computation(tmp_pat
     assert gap["gap_mean"] == pytest.approx(np.mean(diffs))
     assert gap["gap_std"] == pytest.approx(np.std(diffs, ddof=1))
     assert gap["paper_gap"] == pytest.approx(98.93 - 98.92)
+
+    # GMP over training: seed s logs conv_0 at 70 − s, 10 s, 40 + s (fc2 once, at 0).
+    gmp = {(g["label"], g["layer"]): g for g in out["gmp"]}
+    assert set(gmp) == {(label, layer) for label in ("bp", "dtp") for layer in ("conv_0", "fc2")}
+    per_seed = {s: [70.0 - s, 10.0 * s, 40.0 + s] for s in (0, 1)}
+    conv = gmp[("dtp", "conv_0")]
+    assert conv["seeds"] == 2 and conv["evaluations_per_run"] == 3
+    assert conv["median_deg"] == pytest.approx(np.mean([np.median(v) for v in per_seed.values()]))
+    assert conv["max_deg"] == pytest.approx(np.mean([max(v) for v in per_seed.values()]))
+    assert conv["max_any_seed_deg"] == pytest.approx(70.0)
+    assert conv["last_deg"] == pytest.approx(40.5)
+    assert gmp[("dtp", "fc2")]["max_deg"] == 0.0
+    assert (
+        "| mnist | dtp | conv_0 | 2 | 3 | 40.5 | 69.5 | 70.0 | 40.5 |"
+        in (tmp_path / "out" / "table.md").read_text()
+    )
 
     with open(tmp_path / "out" / "table.csv") as f:
         csv_rows = list(csv.DictReader(f))
