@@ -16,8 +16,9 @@ For every (dataset, model, label) of the sweep (``jdtp.sweep``) it reads each se
 * ``gmp.csv`` (and a section of ``table.md``): per label and layer, the median, largest and last
   of each run's logged GMP angles over its whole training, mean over seeds.
 
-Incomplete runs are listed and left out of the numbers. Nothing is typed by hand: the README's
-result tables are these files.
+Incomplete runs are listed and left out of the numbers (``--include_unfinished`` also draws them,
+dashed, and lists how far they got). Nothing is typed by hand: the README's result tables are
+these files.
 """
 
 from __future__ import annotations
@@ -54,10 +55,15 @@ class RunRecord:
     def complete(self) -> bool:
         return self.results is not None
 
+    config: dict | None = None  # the stored config.json (names an unfinished run's dataset and model)
+
     @property
     def key(self) -> tuple[str, str, str]:
-        r = self.results or {}
-        return (r.get("dataset", "?"), r.get("model", "?"), self.label)
+        if self.results:
+            return (self.results.get("dataset", "?"), self.results.get("model", "?"), self.label)
+        c = self.config or {}
+        dataset = (c.get("data") or {}).get("name", "?")
+        return (dataset, (c.get("model") or {}).get("name", "?"), self.label)
 
 
 def _curves(records: list[dict]) -> tuple[list, dict]:
@@ -82,7 +88,18 @@ def collect(sweep_dir: str) -> list[RunRecord]:
         seed = int(os.path.basename(wd).split("_", 1)[1])
         metrics = run_files.read_metrics(os.path.join(wd, run_files.METRICS))
         eval_curve, gmp = _curves(metrics)
-        records.append(RunRecord(label, seed, wd, run_files.read_results(wd), eval_curve, gmp))
+        config = run_files.read_json(os.path.join(wd, run_files.CONFIG))
+        records.append(
+            RunRecord(
+                label,
+                seed,
+                wd,
+                run_files.read_results(wd),
+                eval_curve,
+                gmp,
+                config if isinstance(config, dict) else None,
+            )
+        )
     return records
 
 
@@ -180,20 +197,31 @@ def gaps(records: list[RunRecord], reference: str = REFERENCE_LABEL) -> list[dic
     return rows
 
 
-def gmp_summary(records: list[RunRecord]) -> list[dict[str, Any]]:
+def gmp_summary(records: list[RunRecord], include_unfinished: bool = False) -> list[dict[str, Any]]:
     """Per (dataset, model, label, layer): each complete run's median, max and last logged GMP
-    angle over its training, then the mean over seeds (and the largest max of any seed)."""
+    angle over its training, then the mean over seeds (and the largest max of any seed).
+
+    ``include_unfinished``: also one row per unfinished run (label ``'<label> seed <s>
+    (unfinished)'``), over what it logged. Non-finite angles (a diverged run) are left out of the
+    median and max and counted in ``non_finite``; ``last`` is the last logged value as it is.
+    """
     groups: dict[tuple, list[RunRecord]] = defaultdict(list)
     for r in records:
         if r.complete and r.gmp_curves:
             groups[r.key].append(r)
+        elif include_unfinished and not r.complete and r.gmp_curves:
+            dataset, model, label = r.key
+            groups[(dataset, model, f"{label} seed {r.seed} (unfinished)")].append(r)
     rows = []
     for (dataset, model, label), runs in sorted(groups.items()):
         layers: list[str] = []
         for r in runs:
             layers += [name for name in r.gmp_curves if name not in layers]
         for layer in layers:
-            angles = [[a for _, a in r.gmp_curves[layer]] for r in runs if r.gmp_curves.get(layer)]
+            angles = [np.array([a for _, a in r.gmp_curves[layer]]) for r in runs if r.gmp_curves.get(layer)]
+            finite = [a[np.isfinite(a)] for a in angles]
+            if not all(f.size for f in finite):
+                continue
             rows.append(
                 {
                     "dataset": dataset,
@@ -202,10 +230,11 @@ def gmp_summary(records: list[RunRecord]) -> list[dict[str, Any]]:
                     "layer": layer,
                     "seeds": len(angles),
                     "evaluations_per_run": int(np.mean([len(a) for a in angles])),
-                    "median_deg": float(np.mean([np.median(a) for a in angles])),
-                    "max_deg": float(np.mean([max(a) for a in angles])),
-                    "max_any_seed_deg": float(max(max(a) for a in angles)),
+                    "median_deg": float(np.mean([np.median(f) for f in finite])),
+                    "max_deg": float(np.mean([f.max() for f in finite])),
+                    "max_any_seed_deg": float(max(f.max() for f in finite)),
                     "last_deg": float(np.mean([a[-1] for a in angles])),
+                    "non_finite": int(sum(a.size - f.size for a, f in zip(angles, finite, strict=True))),
                 }
             )
     return rows
@@ -224,7 +253,9 @@ def _duration(seconds: float) -> str:
     return f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
 
 
-def markdown(rows, gap_rows, incomplete: list[RunRecord], title: str, gmp_rows=()) -> str:
+def markdown(
+    rows, gap_rows, incomplete: list[RunRecord], title: str, gmp_rows=(), unfinished_shown=False
+) -> str:
     epochs = sorted({f"{r['forward_epochs']:g}" for r in rows})
     hardware = sorted({r["hardware"] for r in rows})
     lines = [
@@ -266,19 +297,36 @@ def markdown(rows, gap_rows, incomplete: list[RunRecord], title: str, gmp_rows=(
             "GMP angles over training (degrees between each update / its nudge and the BP gradient, every "
             "logged step of each run: median, largest and last per run, mean over seeds; `gmp.csv`):",
             "",
-            "| dataset | algorithm | layer | seeds | logged steps per run | median | max | max of any seed | last |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| dataset | algorithm | layer | seeds | logged steps per run | median | max | max of any seed | last | non-finite |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for g in gmp_rows:
             lines.append(
                 f"| {g['dataset']} | {g['label']} | {g['layer']} | {g['seeds']} | {g['evaluations_per_run']} | "
-                f"{g['median_deg']:.1f} | {g['max_deg']:.1f} | {g['max_any_seed_deg']:.1f} | {g['last_deg']:.1f} |"
+                f"{g['median_deg']:.1f} | {g['max_deg']:.1f} | {g['max_any_seed_deg']:.1f} | {g['last_deg']:.1f} | "
+                f"{g['non_finite']} |"
             )
     if incomplete:
         lines += [
             "",
             "Incomplete runs (not counted): " + ", ".join(f"{r.label} seed {r.seed}" for r in incomplete),
         ]
+    if unfinished_shown:
+        lines += [
+            "",
+            "Unfinished runs, as far as they got (drawn dashed in the figures, not in the means):",
+            "",
+        ]
+        for r in incomplete:
+            if r.eval_curve:
+                epoch, acc = r.eval_curve[-1]
+                trail = ", ".join(f"{100 * a:.1f} % at {e:.2f}" for e, a in r.eval_curve)
+                lines.append(
+                    f"- {r.label} seed {r.seed}: last evaluation {100 * acc:.2f} % at epoch {epoch:.2f} "
+                    f"(test accuracy % at forward epochs: {trail})"
+                )
+            else:
+                lines.append(f"- {r.label} seed {r.seed}: no evaluation yet")
     return "\n".join(lines) + "\n"
 
 
@@ -298,9 +346,10 @@ def _band(curves: list[list[tuple[float, float]]]):
     return np.asarray(common), ys.mean(0), ys.min(0), ys.max(0)
 
 
-def plot(records: list[RunRecord], out_dir: str, title: str) -> list[str]:
+def plot(records: list[RunRecord], out_dir: str, title: str, include_unfinished: bool = False) -> list[str]:
     plt = plotting.plt
     done = [r for r in records if r.complete]
+    unfinished = [r for r in records if include_unfinished and not r.complete]
     labels = sorted({r.label for r in done})
     written = []
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -313,6 +362,17 @@ def plot(records: list[RunRecord], out_dir: str, title: str) -> list[str]:
             continue
         line = ax.plot(x, 100 * mean, marker="o", ms=3, label=f"{label} ({len(curves)} seeds)")[0]
         ax.fill_between(x, 100 * lo, 100 * hi, color=line.get_color(), alpha=0.2, lw=0)
+    for r in unfinished:
+        if r.eval_curve:
+            x, acc = zip(*r.eval_curve, strict=True)
+            ax.plot(
+                x,
+                100 * np.asarray(acc),
+                ls="--",
+                marker="x",
+                ms=3,
+                label=f"{r.label} seed {r.seed} (unfinished)",
+            )
     ax.set_xlabel("epochs of forward training")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(title, fontsize=9)
@@ -321,7 +381,7 @@ def plot(records: list[RunRecord], out_dir: str, title: str) -> list[str]:
     written.append(plotting.save_figure(fig, os.path.join(out_dir, "accuracy.png")))
 
     layers = []
-    for r in done:
+    for r in done + unfinished:
         layers += [name for name in r.gmp_curves if name not in layers]
     if layers:
         fig, axes = plt.subplots(1, len(layers), figsize=(3.2 * len(layers), 3.2), squeeze=False)
@@ -335,9 +395,13 @@ def plot(records: list[RunRecord], out_dir: str, title: str) -> list[str]:
                     continue
                 line = ax.plot(x, mean, label=label, lw=1)[0]
                 ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, lw=0)
+            for r in unfinished:
+                if r.gmp_curves.get(layer):
+                    x, angle = zip(*r.gmp_curves[layer], strict=True)
+                    ax.plot(x, angle, ls="--", lw=1, label=f"{r.label} seed {r.seed} (unfinished)")
             ax.set_title(layer, fontsize=9)
             ax.set_xlabel("epochs of forward training")
-            ax.set_ylim(0, 100)
+            ax.set_ylim(0, 180 if ax.dataLim.ymax > 100 else 100)  # above 90°: against the gradient
             ax.grid(alpha=0.3)
         axes[0][0].set_ylabel("∠(update, BP gradient) (degrees)")
         axes[0][-1].legend(fontsize=7)
@@ -346,7 +410,9 @@ def plot(records: list[RunRecord], out_dir: str, title: str) -> list[str]:
     return written
 
 
-def make_tables(sweep_dir: str, out_dir: str, title: str | None = None) -> dict[str, Any]:
+def make_tables(
+    sweep_dir: str, out_dir: str, title: str | None = None, include_unfinished: bool = False
+) -> dict[str, Any]:
     """Write ``table.csv``, ``gaps.csv``, ``gmp.csv``, ``table.md`` and the PNGs; returns what was written."""
     records = collect(sweep_dir)
     if not records:
@@ -357,12 +423,12 @@ def make_tables(sweep_dir: str, out_dir: str, title: str | None = None) -> dict[
     os.makedirs(out_dir, exist_ok=True)
     _write_csv(os.path.join(out_dir, "table.csv"), rows)
     _write_csv(os.path.join(out_dir, "gaps.csv"), gap_rows)
-    gmp_rows = gmp_summary(records)
+    gmp_rows = gmp_summary(records, include_unfinished)
     _write_csv(os.path.join(out_dir, "gmp.csv"), gmp_rows)
-    md = markdown(rows, gap_rows, incomplete, title, gmp_rows)
+    md = markdown(rows, gap_rows, incomplete, title, gmp_rows, include_unfinished and bool(incomplete))
     with open(os.path.join(out_dir, "table.md"), "w") as f:
         f.write(md)
-    pngs = plot(records, out_dir, title)
+    pngs = plot(records, out_dir, title, include_unfinished)
     return {
         "rows": rows,
         "gaps": gap_rows,
@@ -379,7 +445,7 @@ def main(argv):
         sys.exit(f"error: unexpected arguments {argv[1:]}")
     out = f.out or os.path.join(f.sweep_dir, "tables")
     try:
-        result = make_tables(f.sweep_dir, out, f.title or None)
+        result = make_tables(f.sweep_dir, out, f.title or None, f.include_unfinished)
     except FileNotFoundError as e:
         sys.exit(f"error: {e}")
     print(result["markdown"])
@@ -393,6 +459,12 @@ def _define_flags():
     flags.DEFINE_string("sweep_dir", None, "Sweep directory (jdtp.sweep --dir).", required=True)
     flags.DEFINE_string("out", "", "Output folder (default: <sweep_dir>/tables).")
     flags.DEFINE_string("title", "", "Title of the table and plots (default: the sweep folder's name).")
+    flags.DEFINE_bool(
+        "include_unfinished",
+        False,
+        "Also draw unfinished runs (dashed) and list how far they got, with their GMP angles "
+        "(never in the means and gaps).",
+    )
 
 
 if __name__ == "__main__":

@@ -402,6 +402,12 @@ def _train_and_evaluate(config, workdir, callbacks, algo, ds, info, t_start):
                     }
                     writer.write(step, gmp)
                     logging.info("GMP angles (%s): %s", algo.gmp_label, gmp)
+                    # A NaN angle means the update's or the gradient's norm overflowed: the weights have
+                    # diverged while the loss may still be finite (seen: 1e26). Stop before saving them.
+                    angles_only = {k: v for k, v in gmp.items() if k.startswith("gmp_angle/")}
+                    _check_finite(
+                        step, angles_only, state, net, (restored, last_ckpt, verified), algo.divergence_hint
+                    )
 
                 end_of_epoch = step % steps_per_epoch == 0
                 epoch = step // steps_per_epoch

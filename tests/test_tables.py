@@ -100,6 +100,37 @@ def test_table_rows_means_stds_and_gaps_match_an_independent_computation(tmp_pat
         assert (tmp_path / "out" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_unfinished_runs_are_drawn_and_listed_only_when_asked(tmp_path):
+    root = str(tmp_path / "sweep")
+    for (label, seed), acc in ACC.items():
+        _fake_run(root, label, seed, acc)
+    wd = _fake_run(root, "dtp", 2, 0.5, complete=False)
+    run_files.write_json_atomic(
+        os.path.join(wd, "config.json"), {"data": {"name": "mnist"}, "model": {"name": "lenet"}}
+    )
+    with open(os.path.join(wd, "metrics.jsonl"), "a") as f:  # a diverged last angle
+        f.write(
+            json.dumps({"step": 25, "epoch": 1.25, "forward_epoch": 1.25, "gmp_angle/conv_0": float("nan")})
+            + "\n"
+        )
+    plain = tables.make_tables(root, str(tmp_path / "plain"))
+    assert all("unfinished" not in g["label"] for g in plain["gmp"])
+    assert "as far as they got" not in plain["markdown"]
+
+    out = tables.make_tables(root, str(tmp_path / "out"), include_unfinished=True)
+    assert [r["label"] for r in out["rows"]] == ["bp", "dtp"]  # never in the means
+    assert out["rows"][1]["seeds"] == 2
+    row = {(g["label"], g["layer"]): g for g in out["gmp"]}[("dtp seed 2 (unfinished)", "conv_0")]
+    # seed 2 logs conv_0 at 68, 20, 42 and then NaN: the NaN is counted, not averaged.
+    assert row["dataset"] == "mnist" and row["evaluations_per_run"] == 4 and row["non_finite"] == 1
+    assert row["median_deg"] == pytest.approx(42.0) and row["max_deg"] == pytest.approx(68.0)
+    assert np.isnan(row["last_deg"])
+    assert (
+        "- dtp seed 2: last evaluation 50.00 % at epoch 1.00 (test accuracy % at forward epochs: 40.0 % at 0.50, 50.0 % at 1.00)"
+        in out["markdown"]
+    )
+
+
 def test_empty_sweep_dir_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no <label>/seed_<s> workdirs"):
         tables.make_tables(str(tmp_path), str(tmp_path / "out"))

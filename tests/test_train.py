@@ -107,6 +107,29 @@ def test_nan_stops_run_naming_step_and_keeps_last_checkpoint(tmp_path, monkeypat
     chex.assert_tree_all_finite(state.fwd_params)
 
 
+def test_nan_gmp_angle_stops_run_before_saving_the_diverged_weights(tmp_path, monkeypatch):
+    """Weights can diverge while the loss stays finite (1e26 seen): a NaN GMP angle stops the run."""
+    real = train.algorithms.make_gmp_fn
+
+    def poisoned(algo):
+        fn = real(algo)
+
+        def wrapped(fwd_params, fb_params, x, labels):
+            dists, angles = fn(fwd_params, fb_params, x, labels)
+            return dists, angles.at[0].set(jax.numpy.nan)
+
+        return wrapped
+
+    monkeypatch.setattr(train.algorithms, "make_gmp_fn", poisoned)
+    config = tiny_config(num_train_steps=6, gmp_every_steps=3, checkpoint_every_steps=2)
+    with pytest.raises(
+        train.NonFiniteError, match=r"gmp_angle/conv_0=nan at step 3 .*newest checkpoint: step 2"
+    ):
+        train.train_and_evaluate(config, str(tmp_path))
+    _, step = _restore(str(tmp_path), abstract_state(config))
+    assert step == 2
+
+
 def test_missing_dataset_fails_fast_with_instructions(tmp_path, monkeypatch):
     monkeypatch.delenv("TFDS_DATA_DIR", raising=False)
     config = tiny_config(**{"data.name": "cifar10", "data.data_dir": str(tmp_path / "nowhere")})
