@@ -51,11 +51,11 @@ class RunRecord:
     eval_curve: list[tuple[float, float]]  # (forward epoch, test accuracy)
     gmp_curves: dict[str, list[tuple[float, float]]]  # layer -> (forward epoch, angle)
 
+    config: dict | None = None  # the stored config.json (names an unfinished run's dataset and model)
+
     @property
     def complete(self) -> bool:
         return self.results is not None
-
-    config: dict | None = None  # the stored config.json (names an unfinished run's dataset and model)
 
     @property
     def key(self) -> tuple[str, str, str]:

@@ -42,9 +42,8 @@ def section_defaults() -> ml_collections.ConfigDict:
     c.num_fb_iters = ()  # K_n per trainable feedback block
     c.fb_lr = ()  # feedback SGD learning rate per trainable feedback block
     c.fb_momentum = 0.9
-    c.fb_optimizer = (
-        "sgd"  # 'sgd' (paper Alg. 3, with fb_momentum) or 'adam' (jdtp.feedback.make_fb_optimizers)
-    )
+    # 'sgd' (paper Alg. 3, with fb_momentum) or 'adam' (ours, jdtp.feedback.make_fb_optimizers)
+    c.fb_optimizer = "sgd"
     c.unpool_mode = "set"  # 'set' (reference) or 'add' (exact transpose of max-pool)
     c.unroll = 1  # lax.scan unroll of the K feedback iterations
     # 'sequential' (one loop per layer) or 'concurrent' (one loop over max K_n for all layers;
