@@ -91,6 +91,16 @@ def _act_and_derivative(activation: str, pre: jax.Array, with_derivative: bool):
     return out, jax.lax.stop_gradient(deriv)
 
 
+def _feedback_is_linear(mode: str, activation: str, aux_a, aux_b) -> bool:
+    """A stem's or stage's G is linear in its input: always (adjoint), given one aux (jacobian:
+    F's derivatives), or when the activation is the identity (reference)."""
+    if mode == "adjoint":
+        return True
+    if mode == "jacobian":
+        return aux_a is aux_b
+    return activation == "identity"
+
+
 def _scale(deriv, v: jax.Array) -> jax.Array:
     return v if deriv is None else deriv * v
 
@@ -122,9 +132,7 @@ class StemBlock(blk.ConvBlock):
         return _act_and_derivative(self.activation, h, self.feedback_mode == "jacobian")
 
     def feedback_is_linear(self, aux_a, aux_b):
-        if self.feedback_mode == "jacobian":
-            return aux_a is aux_b
-        return self.feedback_mode == "adjoint" or self.activation == "identity"
+        return _feedback_is_linear(self.feedback_mode, self.activation, aux_a, aux_b)
 
     def feedback_input(self, y, aux, *, unpool_mode="set"):
         del unpool_mode
@@ -241,11 +249,7 @@ class ResidualStage(blk.Block):
 
     def feedback_is_linear(self, aux_a: Any, aux_b: Any) -> bool:
         """Whether G(a; aux_a) − G(b; aux_b) = G(a − b; aux_a): G linear in its input, same aux."""
-        if self.feedback_mode == "adjoint":
-            return True
-        if self.feedback_mode == "jacobian":
-            return aux_a is aux_b
-        return self.activation == "identity"
+        return _feedback_is_linear(self.feedback_mode, self.activation, aux_a, aux_b)
 
     def feedback_difference(self, params, a, aux_a, b, aux_b, *, unpool_mode="set"):
         if self.feedback_is_linear(aux_a, aux_b):  # one G pass, and no cancellation
