@@ -106,10 +106,12 @@ def validate_common(config: ml_collections.ConfigDict) -> None:
         "log_every_steps",
         "checkpoint_every_steps",
         "eval_every_epochs",
+        "evals_per_epoch",
         "max_checkpoints_to_keep",
     ):
         check(config[field] >= 1, f"config.{field}={config[field]}, expected >= 1")
-    check(config.gmp_every_steps >= 0, f"config.gmp_every_steps={config.gmp_every_steps}, expected >= 0")
+    for field in ("gmp_every_steps", "eval_every_steps"):
+        check(config[field] >= 0, f"config.{field}={config[field]}, expected >= 0 (0 disables)")
     cc.check_one_of("config.matmul_precision", config.matmul_precision, PRECISIONS)
     check(
         config.mesh_devices == -1 or config.mesh_devices >= 1,

@@ -322,6 +322,11 @@ def _train_and_evaluate(config, workdir, callbacks, algo, ds, info, t_start):
         )
         start_step = int(state.step)
         is_main = jax.process_index() == 0
+        if is_main and 0 < start_step < num_steps:
+            # Extending a finished run: its result no longer describes the workdir, so it is set
+            # aside now; were it left until the end, a segment that fails would leave it looking
+            # complete (jdtp.sweep would skip the run at the earlier budget).
+            _set_aside_earlier_results(workdir, start_step)
         verified = checkpointing.is_verified(workdir, restored)
         writer = MetricWriter(workdir, restored, is_main)
         if restored is None:
@@ -480,12 +485,10 @@ def _train_and_evaluate(config, workdir, callbacks, algo, ds, info, t_start):
         "config": config.to_dict(),
     }
     if is_main and results["complete"]:
-        unreadable = run_files.keep_unreadable(os.path.join(workdir, run_files.RESULTS))
-        if unreadable:
-            logging.warning("%s was unreadable: kept as %s", run_files.RESULTS, unreadable)
-        kept = run_files.set_aside_results(workdir, start_step) if start_step else None
-        if kept:
-            logging.info("The earlier result of this workdir is kept as %s", kept)
+        if start_step:
+            _set_aside_earlier_results(workdir, start_step)
+        else:
+            _keep_unreadable_results(workdir)
         run_files.write_json_atomic(os.path.join(workdir, run_files.RESULTS), results)
     if is_main:
         try:
@@ -497,6 +500,20 @@ def _train_and_evaluate(config, workdir, callbacks, algo, ds, info, t_start):
 
         multihost_utils.sync_global_devices("jdtp_train_end")
     return results
+
+
+def _keep_unreadable_results(workdir: str) -> None:
+    unreadable = run_files.keep_unreadable(os.path.join(workdir, run_files.RESULTS))
+    if unreadable:
+        logging.warning("%s was unreadable: kept as %s", run_files.RESULTS, unreadable)
+
+
+def _set_aside_earlier_results(workdir: str, start_step: int) -> None:
+    """Keep an earlier segment's ``results.json`` as ``results.step<start_step>.json``."""
+    _keep_unreadable_results(workdir)
+    kept = run_files.set_aside_results(workdir, start_step)
+    if kept:
+        logging.info("The earlier result of this workdir is kept as %s", kept)
 
 
 def _per_layer(prefix: str, values, names) -> dict[str, float]:

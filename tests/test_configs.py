@@ -148,6 +148,8 @@ def test_wrong_length_per_layer_list_fails_naming_the_field():
         ("--config.optim.schedule=linear", "config.optim.schedule"),
         ("--config.model.hidden=-3", "config.model"),
         ("--config.data.batch_size=0", "config.data.batch_size"),
+        ("--config.evals_per_epoch=0", "config.evals_per_epoch"),
+        ("--config.eval_every_steps=-5", "config.eval_every_steps"),
     ],
 )
 def test_out_of_range_values_fail_naming_the_field(override, field):

@@ -172,6 +172,7 @@ def test_a_checkpoint_that_cannot_be_written_stops_the_run_at_once(tmp_path, fin
     import resource
 
     wd = _copy(finished, tmp_path / "wd")
+    earlier = open(os.path.join(wd, "results.json")).read()
     limit = 48 * 1024  # metrics lines fit, a checkpoint's array file does not
 
     def small_files():
@@ -184,8 +185,15 @@ def test_a_checkpoint_that_cannot_be_written_stops_the_run_at_once(tmp_path, fin
     sums = json.load(open(os.path.join(wd, "checksums.json")))
     assert sorted(sums) == ["2", "4"]  # no record of the step that was not written
     assert max(_train_steps(wd)) == 6  # stopped at once, not trained on
+    # The 4-step result no longer describes the workdir (a sweep would count the run complete):
+    # it was set aside when the extension started, and kept.
+    assert not os.path.exists(os.path.join(wd, "results.json")) and run_files.read_results(wd) is None
+    assert open(os.path.join(wd, "results.step4.json")).read() == earlier
     out = _main(*_args(wd, "--config.num_train_steps=8"))  # the limit lifted: resumes from step 4
     assert out.returncode == 0 and "Restored checkpoint of step 4" in out.stderr, out.stderr[-3000:]
+    assert run_files.read_results(wd)["steps"] == 8
+    assert open(os.path.join(wd, "results.step4.json")).read() == earlier
+    assert len([n for n in os.listdir(wd) if n.startswith("results.step")]) == 1
 
 
 def test_a_metrics_file_that_cannot_be_written_stops_with_one_line_naming_it(tmp_path, finished):
