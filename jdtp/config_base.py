@@ -52,6 +52,9 @@ def get_base_config(algorithm: str = "dtp", model: str = "lenet") -> ml_collecti
     c.num_train_steps = -1  # -1: derived from num_epochs (and the algorithm's schedule)
     c.log_every_steps = 50
     c.gmp_every_steps = 500  # angle(update, BP gradient) per layer, for algorithms with targets; 0 disables
+    # A finite training loss above this stops the run as diverged, like a NaN (0 disables): DTP runs
+    # have blown up to losses of 1e18-1e26 with finite weights and trained on for hours.
+    c.max_train_loss = 1e4
     c.eval_every_epochs = 1
     c.eval_every_steps = 0  # also evaluate every this many steps (0: only per epoch and at the end)
     c.evals_per_epoch = 1  # also evaluate this many times per epoch, evenly spaced (for curves)
@@ -80,6 +83,7 @@ HARMLESS_KEYS = frozenset(
         "gmp_every_steps",
         "log_every_steps",
         "max_checkpoints_to_keep",
+        "max_train_loss",
         "mesh_devices",
         "num_epochs",
         "num_train_steps",
@@ -110,7 +114,7 @@ def validate_common(config: ml_collections.ConfigDict) -> None:
         "max_checkpoints_to_keep",
     ):
         check(config[field] >= 1, f"config.{field}={config[field]}, expected >= 1")
-    for field in ("gmp_every_steps", "eval_every_steps"):
+    for field in ("gmp_every_steps", "eval_every_steps", "max_train_loss"):
         check(config[field] >= 0, f"config.{field}={config[field]}, expected >= 0 (0 disables)")
     cc.check_one_of("config.matmul_precision", config.matmul_precision, PRECISIONS)
     check(

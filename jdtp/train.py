@@ -43,7 +43,8 @@ from jdtp import networks as nets
 
 
 class NonFiniteError(FloatingPointError):
-    """Training produced a NaN or Inf; the message names the step, layer and metric."""
+    """Training produced a NaN or Inf, or a loss above ``config.max_train_loss``; the message names
+    the step, layer and metric."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,13 +126,20 @@ class MetricWriter:
 
 
 def _check_finite(
-    step: int, scalars: dict[str, float], state, net: nets.Network, ckpts: tuple, hint: str
+    step: int,
+    scalars: dict[str, float],
+    state,
+    net: nets.Network,
+    ckpts: tuple,
+    hint: str,
+    max_train_loss: float = 0.0,
 ) -> None:
     """Raise :class:`NonFiniteError` naming the first non-finite metric or parameter.
 
     ``ckpts`` is ``(restored_step, last_saved_step, restored_verified)``: the message names the
     checkpoint the run started from (and whether its checksum was compared) and the newest one it
-    saved (both finite when saved).
+    saved (both finite when saved). A ``train/loss`` above ``max_train_loss`` (when > 0) counts as
+    diverged too.
     """
     bad = [k for k, v in scalars.items() if not np.isfinite(v)]
     restored, saved, verified = ckpts
@@ -145,6 +153,13 @@ def _check_finite(
     where = f"this run {start}; {newest}"
     if bad:
         raise NonFiniteError(f"non-finite metric {bad[0]}={scalars[bad[0]]} at step {step} ({where}); {hint}")
+    loss = scalars.get("train/loss")
+    if max_train_loss and loss is not None and loss > max_train_loss:
+        raise NonFiniteError(
+            f"train/loss={loss:.4g} at step {step} is above config.max_train_loss={max_train_loss:g}: "
+            f"training diverged ({where}); {hint} (if such a loss is expected, raise "
+            "config.max_train_loss; 0 disables the check)"
+        )
     finite = _params_finite(state.fwd_params, state.fb_params)
     for kind, flags in (("forward", finite[0]), ("feedback", finite[1])):
         for name, ok in zip(net.block_names, flags, strict=False):  # BP has no feedback blocks
@@ -378,7 +393,13 @@ def _train_and_evaluate(config, workdir, callbacks, algo, ds, info, t_start):
                     scalars["train/lr"] = algo.learning_rate(step - 1)
                     scalars["epoch"] = epoch_float
                     _check_finite(
-                        step, scalars, state, net, (restored, last_ckpt, verified), algo.divergence_hint
+                        step,
+                        scalars,
+                        state,
+                        net,
+                        (restored, last_ckpt, verified),
+                        algo.divergence_hint,
+                        float(config.max_train_loss),
                     )
                     elapsed = time.time() - t_log
                     rate = (step - step_at_log) * batch_size / max(elapsed, 1e-9)

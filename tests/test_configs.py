@@ -24,6 +24,7 @@ VARIANTS = {
         "vanilla_dtp",
         "tp",
     ],
+    "lenet_fmnist.py": ["", "bp", "bp_step", "bp_step,smoke", "smoke", "gpu", "tpu"],
     **{f"ddtp_{d}.py": ["", "s", "p", "smoke", "p,smoke", "gpu"] for d in ("mnist", "fmnist", "cifar10")},
 }
 
@@ -109,6 +110,10 @@ def test_paper_hyperparameters_are_in_the_configs():
     mnist = _load(os.path.join(CONFIG_DIR, "lenet_mnist.py"), "")
     assert tuple(tp.tp.num_fb_iters) == tuple(mnist.dtp.num_fb_iters) and tp.tp.beta == mnist.dtp.beta
     assert tp.optim.lr == 1e-3
+    # Not the paper's setting: DTP's step beta * lr_f made BP's Fashion-MNIST lr, nothing else changed.
+    fm, step = (_load(os.path.join(CONFIG_DIR, "lenet_fmnist.py"), v) for v in ("", "bp_step"))
+    assert fm.optim.lr == 0.005697551532646145 and step.dtp.beta * step.optim.lr == pytest.approx(0.01374)
+    assert step.algorithm == "dtp" and {**step.to_dict(), "optim": None} == {**fm.to_dict(), "optim": None}
 
 
 def test_base_config_is_neutral():

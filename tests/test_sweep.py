@@ -1,5 +1,6 @@
 """Sweeps (jdtp.sweep): a tiny sweep on synthetic data, one run interrupted and resumed, then skipped."""
 
+import glob
 import json
 import os
 import signal
@@ -73,6 +74,16 @@ def test_plan_is_seed_major_with_one_workdir_per_run(tmp_path):
     with pytest.raises(config_base.ConfigError, match="unknown label"):
         sweep.plan(s, str(tmp_path), only=["nope"])
     assert sweep.format_value((3,)) == "(3,)" and sweep.format_value(0.5) == "0.5"
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(CONFIG_DIR, "sweeps", "*.py"))))
+def test_every_shipped_sweep_plans_runs_whose_configs_validate(path):
+    runs = sweep.plan(sweep.load_sweep(path), "/unused")
+    assert runs and len({(r.label, r.seed) for r in runs}) == len(runs)
+    for run in runs:
+        config = _config_of(run)
+        assert config.seed == run.seed
+        train.setup(config)  # the checks a run makes before it loads data
 
 
 @pytest.mark.slow

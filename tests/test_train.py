@@ -107,6 +107,40 @@ def test_nan_stops_run_naming_step_and_keeps_last_checkpoint(tmp_path, monkeypat
     chex.assert_tree_all_finite(state.fwd_params)
 
 
+def test_a_finite_loss_above_max_train_loss_stops_the_run_as_diverged(tmp_path, monkeypatch):
+    """Losses of 1e18-1e26 with finite weights were seen: above config.max_train_loss the run stops."""
+    real = algorithms.make_train_steps
+
+    def exploding(*args, **kwargs):
+        steps = real(*args, **kwargs)
+
+        def wrap(step):
+            def wrapped(state, batch, key):
+                new_state, metrics = step(state, batch, key)
+                big = jax.numpy.where(new_state.step >= 3, 1e20, 0.0)
+                return new_state, {**metrics, "loss": metrics["loss"] + big}
+
+            return wrapped
+
+        return {phase: wrap(step) for phase, step in steps.items()}
+
+    monkeypatch.setattr(train.algorithms, "make_train_steps", exploding)
+    config = tiny_config(num_train_steps=6, max_train_loss=1e6)
+    with pytest.raises(
+        train.NonFiniteError,
+        match=r"train/loss=1e\+20 at step 3 is above config.max_train_loss=1e\+06: training diverged "
+        r"\(this run started from scratch; newest checkpoint: step 2\)",
+    ):
+        train.train_and_evaluate(config, str(tmp_path / "a"))
+    state, step = _restore(str(tmp_path / "a"), abstract_state(config))
+    assert step == 2 and int(state.step) == 2
+    # 0 disables the check: the same run finishes, with the loss it logged.
+    done = train.train_and_evaluate(tiny_config(num_train_steps=6, max_train_loss=0.0), str(tmp_path / "b"))
+    assert done["complete"] and done["steps"] == 6
+    losses = [r["train/loss"] for r in _read_jsonl(tmp_path / "b" / "metrics.jsonl") if "train/loss" in r]
+    assert losses[-1] > 1e19
+
+
 def test_nan_gmp_angle_stops_run_before_saving_the_diverged_weights(tmp_path, monkeypatch):
     """Weights can diverge while the loss stays finite (1e26 seen): a NaN GMP angle stops the run."""
     real = train.algorithms.make_gmp_fn
