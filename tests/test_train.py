@@ -79,7 +79,8 @@ def test_kill_and_resume_is_bitwise_identical(tmp_path):
     assert steps_logged == [1, 2, 3, 4]
 
 
-def test_nan_stops_run_naming_step_and_keeps_last_checkpoint(tmp_path, monkeypatch):
+def _add_to_loss_from_step_3(monkeypatch, value: float) -> None:
+    """Make every train step from step 3 on report its loss plus ``value`` (weights untouched)."""
     real = algorithms.make_train_steps
 
     def poisoned(*args, **kwargs):
@@ -88,7 +89,7 @@ def test_nan_stops_run_naming_step_and_keeps_last_checkpoint(tmp_path, monkeypat
         def wrap(step):
             def wrapped(state, batch, key):
                 new_state, metrics = step(state, batch, key)
-                bad = jax.numpy.where(new_state.step >= 3, jax.numpy.nan, 0.0)  # state was donated
+                bad = jax.numpy.where(new_state.step >= 3, value, 0.0)  # state was donated
                 return new_state, {**metrics, "loss": metrics["loss"] + bad}
 
             return wrapped
@@ -96,6 +97,10 @@ def test_nan_stops_run_naming_step_and_keeps_last_checkpoint(tmp_path, monkeypat
         return {phase: wrap(step) for phase, step in steps.items()}
 
     monkeypatch.setattr(train.algorithms, "make_train_steps", poisoned)
+
+
+def test_nan_stops_run_naming_step_and_keeps_last_checkpoint(tmp_path, monkeypatch):
+    _add_to_loss_from_step_3(monkeypatch, float("nan"))
     config = tiny_config(num_train_steps=6)
     with pytest.raises(
         train.NonFiniteError,
@@ -109,22 +114,7 @@ def test_nan_stops_run_naming_step_and_keeps_last_checkpoint(tmp_path, monkeypat
 
 def test_a_finite_loss_above_max_train_loss_stops_the_run_as_diverged(tmp_path, monkeypatch):
     """Losses of 1e18-1e26 with finite weights were seen: above config.max_train_loss the run stops."""
-    real = algorithms.make_train_steps
-
-    def exploding(*args, **kwargs):
-        steps = real(*args, **kwargs)
-
-        def wrap(step):
-            def wrapped(state, batch, key):
-                new_state, metrics = step(state, batch, key)
-                big = jax.numpy.where(new_state.step >= 3, 1e20, 0.0)
-                return new_state, {**metrics, "loss": metrics["loss"] + big}
-
-            return wrapped
-
-        return {phase: wrap(step) for phase, step in steps.items()}
-
-    monkeypatch.setattr(train.algorithms, "make_train_steps", exploding)
+    _add_to_loss_from_step_3(monkeypatch, 1e20)
     config = tiny_config(num_train_steps=6, max_train_loss=1e6)
     with pytest.raises(
         train.NonFiniteError,
