@@ -11,13 +11,16 @@ structure with its own weights (``model.feedback='jacobian'``: F's ReLU derivati
 trained by L-DRL with the ``'jvp'`` probe (the derivatives of the clean pass, so G is linear in
 its input and the L-DRL optimum is exactly ∂F^nᵀ) and Adam: at lr_b 3e-3 in every layer, 200
 iterations on one batch take the GMP angles to 12-21° in every stage, where the reference's SGD
-learning rates leave 60-92°; in training, G^4 and G^5 (layer_4, fc) get 1e-2 and 3e-2. σ and β are the reference's defaults; K = 4 per layer and step (the
-reference's 20-55 are beyond a 2-core CPU). The local loss has no 1/β (paper Eq. 6 as the
-reference computes it), so a DTP step is β × lr_f along the BP gradient when G is aligned:
-lr_f = 0.05 / β gives DTP the BP baseline's step (SGD lr 0.05, momentum 0.9, wd 1e-4).
+learning rates leave 60-92°. In training, lr_b is a third of the fastest-aligning values
+(1e-3 for G^1-G^3, 3e-3 for G^4, 1e-2 for G^5): Adam's step does not shrink near the optimum,
+and at three times these G^4's L-DRL loss turned positive. σ and β are the reference's
+defaults; K = 4 per layer and step (the reference's 20-55 are beyond a 2-core CPU). The local
+loss has no 1/β (paper Eq. 6 as the reference computes it), so a DTP step is β × lr_f along the
+BP gradient when G is aligned: lr_f = 0.025 / β is half the BP baseline's step (SGD lr 0.05,
+momentum 0.9, wd 1e-4); at the full step every lr_b tried diverged (README, *Training it*).
 
-Status (README): BP reaches 76.8 % in the epoch; DTP learns for a few hundred steps, then G^4
-falls behind F and the run diverges. Not a working recipe yet.
+Status (README): not a working recipe yet. BP reaches 76.8 % in the epoch; DTP with these values
+diverged at steps ~400 and ~700 (2 seeds).
 """
 
 from jdtp import config_base
@@ -36,12 +39,16 @@ def get_config(variant: str = ""):
     c.dtp.beta = BETA
     c.dtp.noise_scale = (0.4, 0.4, 0.2, 0.2, 0.08)
     c.dtp.num_fb_iters = (4, 4, 4, 4, 4)
-    # The top two G track the layers that change fastest: 3e-3 everywhere let G^5's angle reach
-    # 74° during training and both runs collapse (README); 1e-2 and 3e-2 there keep them aligned.
-    c.dtp.fb_lr = (3e-3, 3e-3, 3e-3, 1e-2, 3e-2)
+    # Adam's steps do not shrink near the L-DRL optimum, so its lr sets how far G wanders from it:
+    # (3e-3, 3e-3, 3e-3, 1e-2, 3e-2) aligned fastest but G^4's L-DRL loss turned positive (worse
+    # than G = 0) after ~250 steps, more iterations at that lr made it worse, and a third of it
+    # kept every G aligned where the forward lr allowed (README, *Training it*).
+    c.dtp.fb_lr = (1e-3, 1e-3, 1e-3, 3e-3, 1e-2)
     c.dtp.fb_optimizer = "adam"
     c.dtp.probe = "jvp"
-    c.optim.lr = BP_LR / BETA
+    # Half the BP baseline's step: at BP_LR / BETA every variant of lr_b tried diverged within
+    # 40-70 steps after step 300, with the GMP angles below 50° until the loss rose.
+    c.optim.lr = BP_LR / 2 / BETA
     c.num_epochs = 1
     c.evals_per_epoch = 4
     c.gmp_every_steps = 50
