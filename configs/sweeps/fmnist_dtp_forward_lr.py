@@ -12,9 +12,16 @@ paper's forward lr and ``dtp-bp-step`` DTP with it raised to BP's lr / β, 6.6 t
 budget.
 """
 
+import os
+
 import ml_collections
 
-DTP_LR = 0.005697551532646145  # configs/lenet_fmnist.py (paper Table 6)
+from jdtp import config_base
+
+# The paper's DTP forward lr, read from the experiment file that states it (Table 6).
+DTP_LR = config_base.load_config_file(
+    os.path.join(os.path.dirname(__file__), "..", "lenet_fmnist.py")
+).optim.lr
 
 
 def get_config(variant: str = ""):
