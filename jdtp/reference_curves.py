@@ -15,6 +15,12 @@ Runs, resumably and side by side:
   with the same batch size, K and evaluation steps. A finished reference run is never rerun; an
   interrupted one restarts (the authors' loop cannot resume).
 
+Every run of either implementation that has reached the last compared evaluation is kept in
+``--store`` (default ``OUT/runs``: its test-accuracy curve and the setting it ran with, one small
+JSON file per implementation, algorithm and seed, never overwritten) and is not run again, so a
+comparison too long for one machine session accumulates over sessions from a committed store,
+and the summary always covers every stored run.
+
 Then it draws, per algorithm, both implementations' test accuracy against the step (mean and
 min-max band over seeds) and the gap jdtp − authors at each common evaluation (difference of
 the means, band ±2 standard errors), and writes ``curves.png``, ``summary.json`` and
@@ -108,11 +114,85 @@ def read_ref(path: str) -> list[dict] | None:
     return None if data is None else data["records"]
 
 
+def last_eval_step(setting: dict) -> int:
+    """The last compared evaluation (both implementations evaluate every ``eval_every`` steps)."""
+    return setting["steps"] - setting["steps"] % setting["eval_every"]
+
+
 def ref_complete(path: str, setting: dict) -> bool:
-    """The reference run evaluated at its last evaluation step (it evaluates every ``eval_every``)."""
+    """The reference run evaluated at its last evaluation step."""
     recs = read_ref(path)
-    last = setting["steps"] - setting["steps"] % setting["eval_every"]
-    return bool(recs) and recs[-1]["step"] >= last
+    return bool(recs) and recs[-1]["step"] >= last_eval_step(setting)
+
+
+def stored_path(store: str, impl: str, algo: str, seed: int) -> str:
+    return os.path.join(store, f"{impl}_{algo}_seed{seed}.json")
+
+
+def read_stored(store: str, impl: str, algo: str, seed: int, setting: dict) -> list[dict] | None:
+    """The stored curve ``[{step, test_acc}]`` of one run, or None when the store has none.
+
+    Raises:
+      config_base.ConfigError: the stored run was made with another setting (batch, steps, K or
+        evaluation interval) than the one compared now.
+    """
+    path = stored_path(store, impl, algo, seed)
+    data = run_files.read_json(path)
+    if data is None:
+        return None
+    config_base.cc.check(
+        data.get("setting") == setting,
+        f"{path}: stored with {data.get('setting')}, this comparison plans {setting}; "
+        "compare into another --store (stored runs are never overwritten)",
+    )
+    return data["records"]
+
+
+def store_run(store: str, impl: str, algo: str, seed: int, setting: dict, records, source: str) -> bool:
+    """Keep a finished curve in the store; an existing stored run is never replaced."""
+    path = stored_path(store, impl, algo, seed)
+    if os.path.exists(path):
+        return False
+    os.makedirs(store, exist_ok=True)
+    data = {
+        "implementation": impl,
+        "algo": algo,
+        "seed": seed,
+        "setting": setting,
+        "source": source,
+        "records": [{"step": int(r["step"]), "test_acc": float(r["test_acc"])} for r in records],
+    }
+    run_files.write_json_atomic(path, data)
+    return True
+
+
+def _jdtp_records(run: sweep.Run, setting: dict) -> list[dict]:
+    return [{"step": s, "test_acc": a} for s, a in jdtp_curve(run.workdir, setting["steps"])]
+
+
+def _reached(records: list[dict] | None, setting: dict) -> bool:
+    return bool(records) and max(r["step"] for r in records) >= last_eval_step(setting)
+
+
+def store_finished(args, runs, plan, seeds) -> list[str]:
+    """Store every run of either implementation that has reached its last compared evaluation."""
+    added = []
+    for algo, setting in plan.items():
+        for run in runs:
+            if run.label == algo and read_stored(args.store, "jdtp", algo, run.seed, setting) is None:
+                recs = _jdtp_records(run, setting)
+                if _reached(recs, setting) and store_run(
+                    args.store, "jdtp", algo, run.seed, setting, recs, run.workdir
+                ):
+                    added.append(stored_path(args.store, "jdtp", algo, run.seed))
+        for seed in seeds:
+            final = ref_json(args.work, algo, seed)
+            if read_stored(args.store, "authors", algo, seed, setting) is None and ref_complete(
+                final, setting
+            ):
+                if store_run(args.store, "authors", algo, seed, setting, read_ref(final), final):
+                    added.append(stored_path(args.store, "authors", algo, seed))
+    return added
 
 
 def ref_command(args, algo: str, seed: int, setting: dict, npz: str, out: str) -> list[str]:
@@ -185,11 +265,14 @@ def collect(args, runs, plan, seeds) -> dict[str, dict[str, dict[int, dict[int, 
         by_impl: dict[str, dict[int, dict[int, float]]] = {"jdtp": {}, "authors": {}}
         for run in runs:
             if run.label == algo:
-                for step, acc in jdtp_curve(run.workdir, setting["steps"]):
-                    by_impl["jdtp"].setdefault(step, {})[run.seed] = acc
+                recs = read_stored(args.store, "jdtp", algo, run.seed, setting)
+                for rec in recs if recs is not None else _jdtp_records(run, setting):
+                    by_impl["jdtp"].setdefault(int(rec["step"]), {})[run.seed] = float(rec["test_acc"])
         for seed in seeds:
             final = ref_json(args.work, algo, seed)
-            recs = read_ref(final)
+            recs = read_stored(args.store, "authors", algo, seed, setting)
+            if recs is None:
+                recs = read_ref(final)
             if recs is None and getattr(args, "include_unfinished", False):
                 recs = read_ref(final.replace(".json", ".partial.json"))
             for rec in recs or []:
@@ -285,17 +368,27 @@ def _launch(cmd: list[str], log_path: str, env: dict | None = None) -> subproces
 def run_all(args, runs, plan) -> int:
     """Run the jdtp sweep (one process) and the pending reference runs, ``args.parallel`` at a time."""
     jobs: list[tuple[str, list[str], dict | None, Any]] = []
-    if any(run.status() != "complete" for run in runs):
-        cmd = [sys.executable, "-m", "jdtp.sweep", f"--sweep={args.sweep}", f"--dir={args.sweep_dir}"]
-        cmd += [f"--only={','.join(plan)}", f"--seeds={','.join(str(s) for s in args.seeds)}"]
-        cmd += [f"--set={kv}" for kv in args.set]
-        jobs.append(("jdtp sweep", cmd, None, None))
+    for algo, setting in plan.items():
+        pending = [
+            run.seed
+            for run in runs
+            if run.label == algo
+            and read_stored(args.store, "jdtp", algo, run.seed, setting) is None
+            and not _reached(_jdtp_records(run, setting), setting)
+        ]
+        if pending:  # one sweep per algorithm, so that a stored run is not run again for another
+            cmd = [sys.executable, "-m", "jdtp.sweep", f"--sweep={args.sweep}", f"--dir={args.sweep_dir}"]
+            cmd += [f"--only={algo}", f"--seeds={','.join(str(s) for s in pending)}"]
+            cmd += [f"--set={kv}" for kv in args.set]
+            jobs.append((f"jdtp {algo} sweep", cmd, None, None))
     npz = os.path.join(args.work, "fashion_mnist.npz")
     for algo, setting in plan.items():
         for seed in args.seeds:
             final = ref_json(args.work, algo, seed)
-            if ref_complete(final, setting):
-                print(f"[curves] authors' {algo} seed {seed}: complete, skipped ({final})", flush=True)
+            if read_stored(args.store, "authors", algo, seed, setting) is not None or ref_complete(
+                final, setting
+            ):
+                print(f"[curves] authors' {algo} seed {seed}: complete, skipped", flush=True)
                 continue
             if not os.path.exists(npz):
                 export_npz(npz, args.data_dir)
@@ -330,6 +423,7 @@ def run_all(args, runs, plan) -> int:
                 active.remove(item)
                 if ref is not None and rc == 0 and ref_complete(ref[0], ref[2]):
                     os.replace(ref[0], ref[1])  # a finished reference run, never rerun
+                store_finished(args, runs, plan, args.seeds)
                 ok = rc == 0
                 failed += 0 if ok or stop["requested"] else 1
                 print(f"[curves] {name}: {'done' if ok else f'exit {rc}'}", flush=True)
@@ -347,6 +441,7 @@ def main(argv):
         sys.exit(f"error: unexpected arguments {argv[1:]}")
     f = types.SimpleNamespace(**{name: flags_[name].value for name in _FLAG_NAMES})
     f.seeds = [int(s) for s in f.seeds]
+    f.store = f.store or os.path.join(f.out, "runs")
     try:
         unknown = set(f.algos) - set(ALGOS)
         config_base.cc.check(not unknown, f"--algos: {sorted(unknown)} unknown; the bench trains {ALGOS}")
@@ -359,6 +454,10 @@ def main(argv):
             only=f.algos,
         )
         plan = reference_plan(runs, f.epochs, num_train=datasets.DATASETS["fashion_mnist"].train_size)
+        for algo, setting in plan.items():  # a store made with other settings fails here, before any run
+            for seed in f.seeds:
+                for impl in ("jdtp", "authors"):
+                    read_stored(f.store, impl, algo, seed, setting)
     except config_base.ConfigError as e:
         sys.exit(f"error: {e}")
     if not f.plot_only:
@@ -372,9 +471,12 @@ def main(argv):
                 )
         rc = run_all(f, runs, plan)
         if rc:
+            store_finished(f, runs, plan, f.seeds)
             curves = collect(f, runs, plan, f.seeds)
             write_outputs(f, curves, plan)
             sys.exit(rc)
+    for path in store_finished(f, runs, plan, f.seeds):
+        print(f"[curves] stored {path}", flush=True)
     curves = collect(f, runs, plan, f.seeds)
     summary = write_outputs(f, curves, plan)
     for algo, rows in summary["rows"].items():
@@ -404,6 +506,7 @@ _FLAG_NAMES = (
     "ref_threads",
     "plot_only",
     "include_unfinished",
+    "store",
 )
 
 
@@ -418,6 +521,11 @@ def _define_flags():
     flags.DEFINE_multi_string("set", [], "KEY=VALUE override for the jdtp runs (as jdtp.sweep --set).")
     flags.DEFINE_string("work", "results/reference_curves", "Exported data, reference runs and logs.")
     flags.DEFINE_string("out", "docs/results/reference_curves", "Figure, summary.json and table.md.")
+    flags.DEFINE_string(
+        "store",
+        None,
+        "Finished runs' curves, kept and never rerun (default: OUT/runs; commit it to resume later).",
+    )
     flags.DEFINE_list("algos", list(ALGOS), "Algorithms to compare (dtp, bp).")
     flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of both implementations.")
     flags.DEFINE_float("epochs", 1.0, "Epochs of jdtp's steps per epoch to compare.")

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import sys
 import types
 
@@ -56,14 +57,8 @@ def _complete_jdtp_run(run, accs):
     run_files.write_json_atomic(os.path.join(run.workdir, run_files.RESULTS), results)
 
 
-def test_run_all_runs_pending_reference_runs_once_and_summarises(tmp_path):
-    runs = _runs(tmp_path)
-    plan = {"dtp": {"batch": 33, "steps_per_epoch": 40, "steps": 40, "eval_every": 10, "k": [41, 15, 19]}}
-    for run in runs:
-        if run.label == "dtp":
-            _complete_jdtp_run(
-                run, [(10, 0.6), (20, 0.62 + run.seed / 100), (30, 0.64), (40, 0.66), (50, 0.7)]
-            )
+def _fake_bench(tmp_path):
+    """The bench's layout with a ref_train.py that writes a made-up curve, and the exported data."""
     bench, env = tmp_path / "bench", tmp_path / "env"
     bench.mkdir()
     (bench / "ref_train.py").write_text(FAKE_REF_TRAIN)
@@ -72,10 +67,22 @@ def test_run_all_runs_pending_reference_runs_once_and_summarises(tmp_path):
     npz = tmp_path / "work" / "fashion_mnist.npz"
     npz.parent.mkdir()
     np.savez(npz, xtr=np.zeros((1, 28, 28, 1), np.uint8))  # present: not exported again
+    return bench, env
+
+
+def test_run_all_runs_pending_reference_runs_once_and_summarises(tmp_path):
+    runs = _runs(tmp_path)
+    plan = {"dtp": {"batch": 33, "steps_per_epoch": 40, "steps": 40, "eval_every": 10, "k": [41, 15, 19]}}
+    for run in runs:
+        if run.label == "dtp":
+            _complete_jdtp_run(
+                run, [(10, 0.6), (20, 0.62 + run.seed / 100), (30, 0.64), (40, 0.66), (50, 0.7)]
+            )
+    bench, env = _fake_bench(tmp_path)
     args = types.SimpleNamespace(
         ref_bench=str(bench), ref_env=str(env), data_dir=None, sweep=rc.DEFAULT_SWEEP,
         sweep_dir=str(tmp_path / "sweep"), set=[], work=str(tmp_path / "work"), out=str(tmp_path / "out"),
-        seeds=[0, 1], parallel=2, ref_threads=1,
+        seeds=[0, 1], parallel=2, ref_threads=1, store=str(tmp_path / "out" / "runs"),
     )  # fmt: skip
     runs = [r for r in runs if r.label == "dtp"]
     assert rc.run_all(args, runs, plan) == 0
@@ -109,7 +116,9 @@ def test_unfinished_reference_runs_count_only_when_asked(tmp_path):
     os.makedirs(os.path.dirname(partial))
     recs = [{"step": 0, "test_acc": 0.1}, {"step": 10, "test_acc": 0.55}, {"step": 20, "test_acc": 0.58}]
     run_files.write_json_atomic(partial, {"args": {}, "records": recs})
-    args = types.SimpleNamespace(work=str(tmp_path / "work"), include_unfinished=False)
+    args = types.SimpleNamespace(
+        work=str(tmp_path / "work"), include_unfinished=False, store=str(tmp_path / "st")
+    )
     assert rc.collect(args, runs, plan, [0])["dtp"]["authors"] == {}
     args.include_unfinished = True
     authors = rc.collect(args, runs, plan, [0])["dtp"]["authors"]
@@ -117,3 +126,83 @@ def test_unfinished_reference_runs_count_only_when_asked(tmp_path):
     rows = rc.summarise(rc.collect(args, runs, plan, [0])["dtp"])
     assert [r["step"] for r in rows] == [10, 20]  # the steps both have reached
     np.testing.assert_allclose(rows[1]["gap"]["mean"], 0.62 - 0.58)
+
+
+def _record_launches(monkeypatch) -> list[list[str]]:
+    """Commands run_all would start; each is replaced by a process that does nothing."""
+    jobs = []
+    real_launch = rc._launch
+
+    def launch(cmd, log, env=None):
+        jobs.append(cmd)
+        return real_launch([sys.executable, "-c", ""], log)
+
+    monkeypatch.setattr(rc, "_launch", launch)
+    return jobs
+
+
+def test_finished_runs_are_stored_once_and_a_fresh_work_dir_reruns_nothing(tmp_path, monkeypatch):
+    plan = {"dtp": {"batch": 33, "steps_per_epoch": 40, "steps": 40, "eval_every": 10, "k": [41, 15, 19]}}
+    runs = [r for r in _runs(tmp_path) if r.label == "dtp"]
+    _complete_jdtp_run(runs[0], [(10, 0.6), (20, 0.62), (30, 0.64), (40, 0.66)])
+    _complete_jdtp_run(runs[1], [(10, 0.6), (20, 0.61)])  # not yet at the last compared step
+    bench, env = _fake_bench(tmp_path)
+    store = tmp_path / "out" / "runs"
+    args = types.SimpleNamespace(
+        ref_bench=str(bench), ref_env=str(env), data_dir=None, sweep=rc.DEFAULT_SWEEP,
+        sweep_dir=str(tmp_path / "sweep"), set=[], work=str(tmp_path / "work"), out=str(tmp_path / "out"),
+        seeds=[0, 1], parallel=1, ref_threads=1, store=str(store), include_unfinished=False,
+    )  # fmt: skip
+    added = rc.store_finished(args, runs, plan, [0, 1])
+    assert added == [rc.stored_path(str(store), "jdtp", "dtp", 0)]  # seed 1 has not reached step 40
+    stored = run_files.read_json(added[0])
+    assert stored["setting"] == plan["dtp"] and [r["step"] for r in stored["records"]] == [10, 20, 30, 40]
+    # jdtp seed 1 finished in another session: its stored curve stands for it, the authors' two
+    # seeds run and are stored as they finish; then the store is all that is left
+    rc.store_run(str(store), "jdtp", "dtp", 1, plan["dtp"], [{"step": 40, "test_acc": 0.7}], "elsewhere")
+    assert rc.run_all(args, runs, plan) == 0
+    assert sorted(os.listdir(store)) == [f"{i}_dtp_seed{s}.json" for i in ("authors", "jdtp") for s in (0, 1)]
+    for path in [tmp_path / "work", tmp_path / "sweep"]:
+        shutil.rmtree(path)
+    curves = rc.collect(args, runs, plan, [0, 1])
+    assert curves["dtp"]["jdtp"][40] == {0: 0.66, 1: 0.7} and curves["dtp"]["authors"][40] == {
+        0: 0.54,
+        1: 0.55,
+    }
+    jobs = _record_launches(monkeypatch)
+    assert rc.run_all(args, runs, plan) == 0
+    assert jobs == []  # every run is stored: nothing is run again
+    # a stored run is never overwritten, and one made with another setting is refused by name
+    mtime = os.path.getmtime(rc.stored_path(str(store), "jdtp", "dtp", 0))
+    assert not rc.store_run(str(store), "jdtp", "dtp", 0, plan["dtp"], [], "again")
+    assert os.path.getmtime(rc.stored_path(str(store), "jdtp", "dtp", 0)) == mtime
+    other = {**plan["dtp"], "k": [20, 15, 19]}
+    with pytest.raises(config_base.ConfigError, match="jdtp_dtp_seed0.json: stored with"):
+        rc.read_stored(str(store), "jdtp", "dtp", 0, other)
+
+
+def test_pending_jdtp_seeds_run_in_one_sweep_per_algorithm(tmp_path, monkeypatch):
+    plan = {
+        "dtp": {"batch": 33, "steps_per_epoch": 40, "steps": 40, "eval_every": 10, "k": [41, 15, 19]},
+        "bp": {"batch": 140, "steps_per_epoch": 40, "steps": 40, "eval_every": 10, "k": None},
+    }
+    runs = _runs(tmp_path, seeds=(0, 1, 2))
+    store = str(tmp_path / "runs")
+    for algo, seed in (("dtp", 0), ("dtp", 2), ("bp", 1)):
+        rc.store_run(store, "jdtp", algo, seed, plan[algo], [{"step": 40, "test_acc": 0.7}], "x")
+    for algo in plan:
+        for seed in (0, 1, 2):
+            rc.store_run(store, "authors", algo, seed, plan[algo], [{"step": 40, "test_acc": 0.7}], "x")
+    bench, env = _fake_bench(tmp_path)
+    args = types.SimpleNamespace(
+        ref_bench=str(bench), ref_env=str(env), data_dir=None, sweep=rc.DEFAULT_SWEEP,
+        sweep_dir=str(tmp_path / "sweep"), set=["num_epochs=1"], work=str(tmp_path / "work"),
+        out=str(tmp_path / "out"), seeds=[0, 1, 2], parallel=1, ref_threads=1, store=store,
+    )  # fmt: skip
+    jobs = _record_launches(monkeypatch)
+    assert rc.run_all(args, runs, plan) == 0
+    sweeps = {tuple(c for c in cmd if c.startswith(("--only", "--seeds", "--set"))) for cmd in jobs}
+    assert sweeps == {
+        ("--only=dtp", "--seeds=1", "--set=num_epochs=1"),
+        ("--only=bp", "--seeds=0,2", "--set=num_epochs=1"),
+    }
