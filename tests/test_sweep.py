@@ -86,6 +86,21 @@ def test_every_shipped_sweep_plans_runs_whose_configs_validate(path):
         train.setup(config)  # the checks a run makes before it loads data
 
 
+def test_forward_lr_sweep_controls_differ_from_their_baselines_only_in_step_and_batch():
+    """BP at DTP's batch and aligned step (beta * lr_f), and DTP at BP's step: nothing else changes."""
+    runs = {r.label: r for r in sweep.plan(sweep.load_sweep(os.path.join(CONFIG_DIR, "sweeps", "fmnist_dtp_forward_lr.py")), "/x")
+            if r.seed == 0}  # fmt: skip
+    cfg = {label: _config_of(run).to_dict() for label, run in runs.items()}
+    bp, dtp, control = cfg["bp"], cfg["dtp"], cfg["bp-dtp-step"]
+    assert control["optim"]["lr"] == pytest.approx(dtp["dtp"]["beta"] * dtp["optim"]["lr"])
+    assert control["data"]["batch_size"] == dtp["data"]["batch_size"] == 33 != bp["data"]["batch_size"]
+    strip = lambda c: {**c, "optim": {**c["optim"], "lr": None}, "data": {**c["data"], "batch_size": None}}  # noqa: E731
+    assert strip(control) == strip(bp) and control["algorithm"] == "bp"
+    assert cfg["dtp-bp-step"]["dtp"]["beta"] * cfg["dtp-bp-step"]["optim"]["lr"] == pytest.approx(
+        bp["optim"]["lr"]
+    )
+
+
 @pytest.mark.slow
 def test_sweep_runs_resumes_an_interrupted_run_and_skips_finished_ones(tmp_path):
     sweep_file, directory = _write_sweep(tmp_path), str(tmp_path / "sw")
