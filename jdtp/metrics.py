@@ -68,6 +68,23 @@ def gmp_metrics(net: nets.Network, update, bp_grads, nudge: float) -> tuple[jax.
     return jnp.stack(dists), jnp.stack(angles)
 
 
+def gmp_norm_ratios(net: nets.Network, update, bp_grads, nudge: float) -> jax.Array:
+    """‖update / nudge‖ / ‖BP gradient‖ per block, weights only (what the GMP angle leaves out).
+
+    The angle says where an update points; this says how long it is against the BP gradient it
+    stands for: 1 when the feedback carries the gradient's scale, above 1 when the propagated
+    targets amplify it (a forward step that many times BP's at the same learning rate).
+
+    Returns:
+      ``[N]``, one ratio per forward block.
+    """
+    ratios = []
+    for block, d, b in zip(net.blocks, update, bp_grads, strict=True):
+        scaled = _flat(block.forward_weights(d)) / nudge
+        ratios.append(jnp.linalg.norm(scaled) / (jnp.linalg.norm(_flat(block.forward_weights(b))) + 1e-30))
+    return jnp.stack(ratios)
+
+
 def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     return jnp.mean(jnp.argmax(logits, -1) == labels)
 

@@ -420,11 +420,12 @@ def _train_and_evaluate(config, workdir, callbacks, algo, ds, info, t_start):
 
                 if gmp_fn is not None and step % int(config.gmp_every_steps) == 0:
                     x, labels = jit_preprocess(batch, jax.random.fold_in(step_key, 0))
-                    _, angles = gmp_fn(state.fwd_params, state.fb_params, x, labels)
+                    _, angles, ratios = gmp_fn(state.fwd_params, state.fb_params, x, labels)
                     gmp = {
                         "epoch": epoch_float,
                         "forward_epoch": algo.forward_epochs(step),
                         **_per_layer("gmp_angle", angles, names),
+                        **_per_layer("gmp_norm_ratio", ratios, names),
                     }
                     writer.write(step, gmp)
                     logging.info("GMP angles (%s): %s", algo.gmp_label, gmp)

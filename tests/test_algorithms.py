@@ -129,8 +129,8 @@ def test_gmp_compares_the_algorithms_own_update(name):
     state = algo.init_state(jax.random.key(0))
     x = jax.random.normal(jax.random.key(1), (4, 16, 16, 3))
     labels = jnp.array([0, 1, 2, 3])
-    dists, angles = algorithms.make_gmp_fn(algo)(state.fwd_params, state.fb_params, x, labels)
-    chex.assert_shape((dists, angles), (algo.net.num_blocks,))
+    dists, angles, ratios = algorithms.make_gmp_fn(algo)(state.fwd_params, state.fb_params, x, labels)
+    chex.assert_shape((dists, angles, ratios), (algo.net.num_blocks,))
     assert float(angles[-1]) < 1.0  # the output target needs no feedback weights: ∝ the BP gradient
 
 

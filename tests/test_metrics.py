@@ -50,6 +50,16 @@ def test_gmp_metrics_is_scale_invariant_in_angle_and_scales_distance():
     np.testing.assert_allclose(np.asarray(mt.gmp_metrics(net, other, g, 1.0)[1]), np.asarray(a), atol=1e-6)
 
 
+def test_gmp_norm_ratio_is_the_update_length_over_the_gradient_length_weights_only():
+    net = nets.Network("one", (blk.DenseBlock("d", (2,), 1, "identity"),))
+    g = ({"kernel": jnp.array([[3.0], [4.0]]), "bias": jnp.array([5.0])},)
+    # an update of 0.1 * 2.5 * g with nudge 0.1 is 2.5 BP gradients long, whatever its bias
+    update = ({"kernel": 0.25 * g[0]["kernel"], "bias": jnp.array([100.0])},)
+    np.testing.assert_allclose(np.asarray(mt.gmp_norm_ratios(net, update, g, nudge=0.1)), [2.5], rtol=1e-6)
+    rotated = ({"kernel": jnp.array([[-4.0], [3.0]]), "bias": g[0]["bias"]},)  # orthogonal, same length
+    np.testing.assert_allclose(np.asarray(mt.gmp_norm_ratios(net, rotated, g, nudge=1.0)), [1.0], rtol=1e-6)
+
+
 def test_gmp_and_jmc_concatenate_the_weights_of_a_block():
     """A block with several weights is compared as one vector (numpy oracle)."""
     rng = np.random.default_rng(0)
@@ -114,7 +124,7 @@ def test_gmp_pairs_each_layer_with_its_own_bp_gradient_where_layers_share_a_shap
     state = state.replace(fb_params=nets.symmetric_fb_params(net, state.fwd_params))
     x = jax.random.normal(jax.random.key(1), (16, 6))
     labels = jnp.arange(16) % 3
-    _, angles = algorithms.make_gmp_fn(algo)(state.fwd_params, state.fb_params, x, labels)
+    _, angles, ratios = algorithms.make_gmp_fn(algo)(state.fwd_params, state.fb_params, x, labels)
 
     update, nudge = algo.gmp_update(state.fwd_params, state.fb_params, x, labels)
 
@@ -132,5 +142,8 @@ def test_gmp_pairs_each_layer_with_its_own_bp_gradient_where_layers_share_a_shap
 
     want = [np_angle(update[n]["kernel"] / nudge, bp[n]["kernel"]) for n in range(4)]
     np.testing.assert_allclose(np.asarray(angles), want, atol=0.05)
+    norm = lambda a: np.linalg.norm(np.asarray(a, np.float64))  # noqa: E731
+    want_ratios = [norm(update[n]["kernel"]) / float(nudge) / norm(bp[n]["kernel"]) for n in range(4)]
+    np.testing.assert_allclose(np.asarray(ratios), want_ratios, rtol=1e-4)
     crossed = np_angle(update[1]["kernel"] / nudge, bp[2]["kernel"])
     assert max(want) < 20.0 and crossed > 60.0, (want, crossed)  # the wrong pairing would show

@@ -139,8 +139,8 @@ def test_nan_gmp_angle_stops_run_before_saving_the_diverged_weights(tmp_path, mo
         fn = real(algo)
 
         def wrapped(fwd_params, fb_params, x, labels):
-            dists, angles = fn(fwd_params, fb_params, x, labels)
-            return dists, angles.at[0].set(jax.numpy.nan)
+            dists, angles, ratios = fn(fwd_params, fb_params, x, labels)
+            return dists, angles.at[0].set(jax.numpy.nan), ratios
 
         return wrapped
 

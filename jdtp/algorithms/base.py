@@ -220,7 +220,7 @@ def make_train_steps(
 
 
 def make_gmp_fn(algo: Algorithm):
-    """Jitted ``(fwd_params, fb_params, x, labels) -> (dists, angles)``: the update / nudge vs BP gradient.
+    """Jitted ``(fwd_params, fb_params, x, labels) -> (dists, angles, norm_ratios)``: update / nudge vs BP gradient.
 
     Raises:
       ValueError: the algorithm has no update to compare (BP).
@@ -233,6 +233,6 @@ def make_gmp_fn(algo: Algorithm):
         x = x.astype(algo.dtype)
         update, nudge = algo.gmp_update(fwd_params, fb_params, x, labels)
         bp, _ = targets.bp_grads(net, fwd_params, x, labels)
-        return mt.gmp_metrics(net, update, bp, nudge)
+        return (*mt.gmp_metrics(net, update, bp, nudge), mt.gmp_norm_ratios(net, update, bp, nudge))
 
     return jax.jit(fn)
