@@ -366,7 +366,7 @@ def _launch(cmd: list[str], log_path: str, env: dict | None = None) -> subproces
 
 
 def run_all(args, runs, plan) -> int:
-    """Run the jdtp sweep (one process) and the pending reference runs, ``args.parallel`` at a time."""
+    """Run the pending jdtp seeds (one sweep process per algorithm) and reference runs, ``args.parallel`` at a time."""
     jobs: list[tuple[str, list[str], dict | None, Any]] = []
     for algo, setting in plan.items():
         pending = [
@@ -529,7 +529,7 @@ def _define_flags():
     flags.DEFINE_list("algos", list(ALGOS), "Algorithms to compare (dtp, bp).")
     flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of both implementations.")
     flags.DEFINE_float("epochs", 1.0, "Epochs of jdtp's steps per epoch to compare.")
-    flags.DEFINE_integer("parallel", 2, "Processes at a time (the jdtp sweep counts as one).")
+    flags.DEFINE_integer("parallel", 2, "Processes at a time (each algorithm's jdtp sweep counts as one).")
     flags.DEFINE_integer("ref_threads", 1, "torch threads per reference run.")
     flags.DEFINE_bool("plot_only", False, "Only draw and summarise what has finished.")
     flags.DEFINE_bool(
