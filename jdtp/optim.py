@@ -11,6 +11,7 @@ import optax
 from jdtp import config_checks as cc
 
 SCHEDULES = ("cosine", "step", "constant")
+OPTIMIZERS = ("sgd", "adam")
 # torch.optim.Adam's defaults, which the reference keeps for every Adam it builds (design §8.1, §8.4).
 ADAM_B1, ADAM_B2, ADAM_EPS = 0.9, 0.999, 1e-8
 # The reference's forward schedules (design §2.6, §4.5): CosineAnnealingLR(T_max, eta_min), StepLR.
@@ -23,6 +24,9 @@ def default_config() -> ml_collections.ConfigDict:
     ``lr`` has no default: each experiment file states its own.
     """
     c = ml_collections.ConfigDict()
+    # 'sgd' (with momentum, the paper's) or 'adam' (torch.optim.Adam's defaults; momentum unused):
+    # Adam's step does not scale with the update's length, which a feedback pathway may get wrong.
+    c.optimizer = "sgd"
     c.lr = ml_collections.config_dict.placeholder(float)
     c.momentum = 0.9
     c.weight_decay = 1e-4  # coupled (added to the gradient before momentum)
@@ -42,6 +46,7 @@ def validate_config(o: ml_collections.ConfigDict) -> None:
     check(0 <= o.momentum < 1, f"config.optim.momentum={o.momentum}, expected in [0, 1)")
     check(o.weight_decay >= 0, f"config.optim.weight_decay={o.weight_decay}, expected >= 0")
     cc.check_one_of("config.optim.schedule", o.schedule, SCHEDULES)
+    cc.check_one_of("config.optim.optimizer", o.optimizer, OPTIMIZERS)
     check(o.t_max >= 1, f"config.optim.t_max={o.t_max}, expected >= 1")
     check(o.step_size >= 1, f"config.optim.step_size={o.step_size}, expected >= 1")
 
@@ -101,6 +106,7 @@ def forward_optimizer(o: ml_collections.ConfigDict):
     """Validate an ``optim`` section; returns ``steps_per_epoch -> (optimizer, schedule)``."""
     validate_config(o)
     lr, kind, momentum, wd = float(o.lr), o.schedule, float(o.momentum), float(o.weight_decay)
+    adam = o.optimizer == "adam"
     options = {
         "t_max": int(o.t_max),
         "eta_min": float(o.eta_min),
@@ -110,12 +116,13 @@ def forward_optimizer(o: ml_collections.ConfigDict):
 
     def build(steps_per_epoch: int):
         schedule = make_schedule(lr, steps_per_epoch, kind, **options)
-        return make_fwd_optimizer(schedule, momentum, wd), schedule
+        tx = torch_adam(schedule, wd) if adam else make_fwd_optimizer(schedule, momentum, wd)
+        return tx, schedule
 
     return build
 
 
-def torch_adam(lr: float, weight_decay: float = 0.0, eps: float = ADAM_EPS) -> optax.GradientTransformation:
+def torch_adam(lr, weight_decay: float = 0.0, eps: float = ADAM_EPS) -> optax.GradientTransformation:
     """``torch.optim.Adam(lr, eps=eps, weight_decay=wd)``: wd·θ added to the gradient before the moments."""
     parts = [optax.add_decayed_weights(weight_decay)] if weight_decay else []
     return optax.chain(*parts, optax.adam(lr, b1=ADAM_B1, b2=ADAM_B2, eps=eps))

@@ -52,3 +52,33 @@ def test_fwd_optimizer_is_pytorch_sgd_with_coupled_weight_decay():
         updates, state = tx.update({"w": jnp.asarray(g, jnp.float32)}, state, theta)
         theta = optax.apply_updates(theta, updates)
     chex.assert_trees_all_close(theta["w"], jnp.asarray(ref_theta, jnp.float32), rtol=1e-6)
+
+
+def test_adam_forward_optimizer_is_pytorch_adam_with_coupled_weight_decay_and_the_schedule():
+    """optim.optimizer='adam': m, v of g + wd·θ, bias-corrected, θ ← θ − lr_e·m̂/(√v̂ + eps), lr_e per epoch."""
+    o = optim.default_config()
+    o.optimizer, o.lr, o.weight_decay, o.schedule, o.t_max = "adam", 0.01, 1e-2, "cosine", 4
+    tx, schedule = optim.forward_optimizer(o)(steps_per_epoch=2)
+    theta = {"w": jnp.array([1.0, -2.0, 3.0])}
+    state = tx.init(theta)
+    grads = [np.array([0.5, 0.1, -0.2]), np.array([-0.3, 0.2, 0.4]), np.array([0.1, 0.1, 0.1])]
+    ref, m, v = np.array([1.0, -2.0, 3.0]), np.zeros(3), np.zeros(3)
+    b1, b2, eps = 0.9, 0.999, 1e-8
+    for t, g in enumerate(grads, start=1):
+        d = g + 1e-2 * ref
+        m, v = b1 * m + (1 - b1) * d, b2 * v + (1 - b2) * d**2
+        lr_e = 1e-5 + (0.01 - 1e-5) * (1 + np.cos(np.pi * ((t - 1) // 2) / 4)) / 2  # epoch (t-1)//2
+        ref = ref - lr_e * (m / (1 - b1**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
+        updates, state = tx.update({"w": jnp.asarray(g, jnp.float32)}, state, theta)
+        theta = optax.apply_updates(theta, updates)
+    chex.assert_trees_all_close(theta["w"], jnp.asarray(ref, jnp.float32), rtol=1e-5)
+    np.testing.assert_allclose(float(schedule(2)), float(optim.cosine_epoch_lr(1, 0.01, 4)), rtol=1e-6)
+
+
+def test_unknown_forward_optimizer_fails_naming_the_field():
+    o = optim.default_config()
+    o.lr, o.optimizer = 0.1, "rmsprop"
+    with pytest.raises(
+        optim.cc.ConfigError, match=r"config.optim.optimizer='rmsprop', expected one of \('sgd', 'adam'\)"
+    ):
+        optim.validate_config(o)
