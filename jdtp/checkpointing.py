@@ -20,6 +20,7 @@ import gc
 import hashlib
 import logging as pylogging
 import os
+import re
 import shutil
 import sys
 import time
@@ -58,11 +59,34 @@ class _QuietOrbax(pylogging.Filter):
         return record.levelno >= pylogging.WARNING and not _QuietOrbax.saving
 
 
+class _OrphanedOrbaxTasks(pylogging.Filter):
+    """Drop asyncio's "Task exception was never retrieved" reports of Orbax's own write tasks.
+
+    When one array of a save fails, Orbax raises that error and abandons its sibling writes; each
+    of those that fails too is reported by asyncio, traceback and all, when its task is garbage
+    collected, which can be after :func:`save` has returned (the raised error's traceback keeps
+    the tasks alive). How many there are depends on timing. The save's failure is already
+    reported once, by :func:`save`; tasks of any other origin are still reported.
+    """
+
+    def filter(self, record):
+        if SHOW_ORBAX_ERRORS:
+            return True
+        message = record.getMessage()
+        if "exception was never retrieved" not in message:
+            return True
+        # The task's repr names where its coroutine is defined: an Orbax or TensorStore file.
+        origin = re.search(r"defined at (\S+)", message)
+        path = origin.group(1).lower() if origin else ""
+        return not ("/orbax/" in path or "/tensorstore/" in path)
+
+
 def quiet_orbax_logs() -> None:
-    """Drop Orbax's INFO lines from the absl log (idempotent)."""
-    logger = pylogging.getLogger("absl")
-    if not any(isinstance(f, _QuietOrbax) for f in logger.filters):
-        logger.addFilter(_QuietOrbax())
+    """Drop Orbax's INFO lines and its abandoned tasks' error reports from the log (idempotent)."""
+    for name, kind in (("absl", _QuietOrbax), ("asyncio", _OrphanedOrbaxTasks)):
+        logger = pylogging.getLogger(name)
+        if not any(isinstance(f, kind) for f in logger.filters):
+            logger.addFilter(kind())
 
 
 def make_manager(workdir: str, max_to_keep: int = 2) -> ocp.CheckpointManager:
