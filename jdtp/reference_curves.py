@@ -19,7 +19,8 @@ Every run of either implementation that has reached the last compared evaluation
 ``--store`` (default ``OUT/runs``: its test-accuracy curve and the setting it ran with, one small
 JSON file per implementation, algorithm and seed, never overwritten) and is not run again, so a
 comparison too long for one machine session accumulates over sessions from a committed store,
-and the summary always covers every stored run.
+and the figure and summaries always cover every stored run of every algorithm, whatever
+``--algos`` and ``--seeds`` this invocation runs.
 
 Then it draws, per algorithm, both implementations' test accuracy against the step (mean and
 min-max band over seeds) and the gap jdtp − authors at each common evaluation (difference of
@@ -33,6 +34,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -193,6 +195,46 @@ def store_finished(args, runs, plan, seeds) -> list[str]:
                 if store_run(args.store, "authors", algo, seed, setting, read_ref(final), final):
                     added.append(stored_path(args.store, "authors", algo, seed))
     return added
+
+
+_STORED_NAME = re.compile(r"(jdtp|authors)_([a-z]+)_seed(\d+)\.json")
+
+
+def stored_seeds(store: str) -> set[int]:
+    """The seeds of every run in the store, of either implementation and any algorithm."""
+    if not os.path.isdir(store):
+        return set()
+    return {int(m.group(3)) for m in map(_STORED_NAME.fullmatch, os.listdir(store)) if m}
+
+
+def drawn(args, sweep_def) -> tuple[Any, list[sweep.Run], dict[str, dict[str, Any]]]:
+    """What the figure and summaries cover: every algorithm of the bench in the sweep, and every
+    seed asked for or stored, whatever this invocation runs (``--algos``, ``--seeds``).
+
+    So adding one algorithm's seed to the store never drops the others from ``curves.png``,
+    ``summary.json`` and ``table.md``.
+
+    Returns:
+      ``args`` with ``seeds`` widened to the drawn seeds, the drawn jdtp runs, and their plan.
+
+    Raises:
+      config_base.ConfigError: a stored run was made with another setting.
+    """
+    labels = {r["label"] for r in sweep_def.runs}
+    seeds = sorted(set(args.seeds) | stored_seeds(args.store))
+    runs = sweep.plan(
+        sweep_def,
+        args.sweep_dir,
+        extra_overrides=config_base.parse_assignments(args.set),
+        seeds=seeds,
+        only=[a for a in ALGOS if a in labels],
+    )
+    plan = reference_plan(runs, args.epochs, num_train=datasets.DATASETS["fashion_mnist"].train_size)
+    for algo, setting in plan.items():
+        for seed in seeds:
+            for impl in ("jdtp", "authors"):
+                read_stored(args.store, impl, algo, seed, setting)
+    return types.SimpleNamespace(**{**vars(args), "seeds": seeds}), runs, plan
 
 
 def ref_command(args, algo: str, seed: int, setting: dict, npz: str, out: str) -> list[str]:
@@ -454,12 +496,10 @@ def main(argv):
             only=f.algos,
         )
         plan = reference_plan(runs, f.epochs, num_train=datasets.DATASETS["fashion_mnist"].train_size)
-        for algo, setting in plan.items():  # a store made with other settings fails here, before any run
-            for seed in f.seeds:
-                for impl in ("jdtp", "authors"):
-                    read_stored(f.store, impl, algo, seed, setting)
+        drawn(f, sweep_def)  # a store made with other settings fails here, before any run
     except config_base.ConfigError as e:
         sys.exit(f"error: {e}")
+    rc = 0
     if not f.plot_only:
         for what, path in (
             ("--ref_bench", os.path.join(f.ref_bench, "ref_train.py")),
@@ -470,21 +510,19 @@ def main(argv):
                     f"error: {what}: {path} not found (the reference bench's ref_train.py and setup.sh folder)"
                 )
         rc = run_all(f, runs, plan)
-        if rc:
-            store_finished(f, runs, plan, f.seeds)
-            curves = collect(f, runs, plan, f.seeds)
-            write_outputs(f, curves, plan)
-            sys.exit(rc)
     for path in store_finished(f, runs, plan, f.seeds):
         print(f"[curves] stored {path}", flush=True)
-    curves = collect(f, runs, plan, f.seeds)
-    summary = write_outputs(f, curves, plan)
+    d_args, d_runs, d_plan = drawn(f, sweep_def)
+    summary = write_outputs(d_args, collect(d_args, d_runs, d_plan, d_args.seeds), d_plan)
+    if rc:
+        sys.exit(rc)
     for algo, rows in summary["rows"].items():
         last = next((r for r in reversed(rows) if "gap" in r), None)
         if last:
             print(
-                f"[curves] {algo} at step {last['step']}: jdtp {100 * last['jdtp']['mean']:.2f} %, "
-                f"authors {100 * last['authors']['mean']:.2f} %, gap {100 * last['gap']['mean']:+.2f} points",
+                f"[curves] {algo} at step {last['step']}: jdtp {100 * last['jdtp']['mean']:.2f} % "
+                f"({last['jdtp']['seeds']} seeds), authors {100 * last['authors']['mean']:.2f} % "
+                f"({last['authors']['seeds']} seeds), gap {100 * last['gap']['mean']:+.2f} points",
                 flush=True,
             )
     print(f"[curves] wrote {f.out}/curves.png, summary.json, table.md", flush=True)

@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import subprocess
 import sys
 import types
 
@@ -24,6 +25,8 @@ a = p.parse_args()
 recs = [{"step": s, "test_acc": 0.5 + 0.001 * s + 0.01 * a.seed} for s in range(0, a.steps + 1, a.eval_every)]
 json.dump({"args": vars(a), "records": recs}, open(a.out, "w"))
 """
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _runs(tmp_path, seeds=(0, 1)):
@@ -206,3 +209,38 @@ def test_pending_jdtp_seeds_run_in_one_sweep_per_algorithm(tmp_path, monkeypatch
         ("--only=dtp", "--seeds=1", "--set=num_epochs=1"),
         ("--only=bp", "--seeds=0,2", "--set=num_epochs=1"),
     }
+
+
+def test_outputs_cover_every_stored_algorithm_and_seed_whatever_this_invocation_runs(tmp_path):
+    """A run of one algorithm and seed (``--algos=dtp --seeds=1``) redraws the others too."""
+    runs = _runs(tmp_path, seeds=(0,))
+    plan = rc.reference_plan(runs, epochs=1.0, num_train=60000)
+    store = tmp_path / "out" / "runs"
+    last = {a: rc.last_eval_step(s) for a, s in plan.items()}
+    for impl, algo, seed, acc in [
+        ("jdtp", "bp", 0, 0.80), ("authors", "bp", 0, 0.82), ("jdtp", "bp", 2, 0.81),
+        ("authors", "bp", 2, 0.83), ("jdtp", "dtp", 0, 0.73), ("authors", "dtp", 0, 0.72),
+    ]:  # fmt: skip
+        recs = [{"step": plan[algo]["eval_every"], "test_acc": 0.5}, {"step": last[algo], "test_acc": acc}]
+        rc.store_run(str(store), impl, algo, seed, plan[algo], recs, "x")
+    out = tmp_path / "out"
+    cmd = [
+        sys.executable, "-m", "jdtp.reference_curves", "--plot_only", "--algos=dtp", "--seeds=1",
+        f"--store={store}", f"--out={out}", f"--sweep_dir={tmp_path / 'sweep'}",
+        f"--work={tmp_path / 'work'}",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    summary = run_files.read_json(str(out / "summary.json"))
+    assert summary["seeds"] == [0, 1, 2] and sorted(summary["rows"]) == ["bp", "dtp"]
+    bp = next(r for r in summary["rows"]["bp"] if r["step"] == last["bp"])
+    assert bp["jdtp"]["seeds"] == 2 and bp["authors"]["seeds"] == 2
+    np.testing.assert_allclose(bp["gap"]["mean"], 0.805 - 0.825)
+    dtp = next(r for r in summary["rows"]["dtp"] if r["step"] == last["dtp"])
+    assert dtp["jdtp"]["seeds"] == 1 and dtp["authors"]["seeds"] == 1
+    table = (out / "table.md").read_text()
+    assert "### BP" in table and "### DTP" in table
+    # the stored runs were only read
+    assert sorted(os.listdir(store)) == sorted(
+        f"{i}_{a}_seed{s}.json" for i in ("jdtp", "authors") for a, s in (("bp", 0), ("bp", 2), ("dtp", 0))
+    )
