@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
@@ -35,6 +37,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.eta_min = ETA_MIN
     c.step_size = STEP_SIZE
     c.gamma = GAMMA
+    # One factor per forward layer on that layer's step (after the optimizer, weight decay
+    # included): () is 1 everywhere; 0 freezes a layer. Not the paper's: for asking which layers
+    # a feedback pathway trains usefully, or slowing the layers whose G cannot keep up.
+    c.layer_lr_scale = ()
     return c
 
 
@@ -49,6 +55,7 @@ def validate_config(o: ml_collections.ConfigDict) -> None:
     cc.check_one_of("config.optim.optimizer", o.optimizer, OPTIMIZERS)
     check(o.t_max >= 1, f"config.optim.t_max={o.t_max}, expected >= 1")
     check(o.step_size >= 1, f"config.optim.step_size={o.step_size}, expected >= 1")
+    cc.check_each("config.optim.layer_lr_scale", o.layer_lr_scale, lambda v: v >= 0, ">= 0")
 
 
 def cosine_epoch_lr(epoch, base_lr: float, t_max: int = T_MAX, eta_min: float = ETA_MIN):
@@ -102,9 +109,17 @@ def make_fwd_optimizer(schedule, momentum: float = 0.9, weight_decay: float = 1e
     return optax.chain(*parts)
 
 
-def forward_optimizer(o: ml_collections.ConfigDict):
-    """Validate an ``optim`` section; returns ``steps_per_epoch -> (optimizer, schedule)``."""
+def forward_optimizer(o: ml_collections.ConfigDict, num_layers: int):
+    """Validate an ``optim`` section for a network of ``num_layers`` forward layers.
+
+    Returns:
+      ``steps_per_epoch -> (optimizer, schedule)``; the optimizer takes the tuple of per-layer
+      forward parameters.
+    """
     validate_config(o)
+    scales = tuple(float(v) for v in o.layer_lr_scale)
+    if scales:
+        cc.check_per_layer("config.optim.layer_lr_scale", scales, num_layers, "forward layer")
     lr, kind, momentum, wd = float(o.lr), o.schedule, float(o.momentum), float(o.weight_decay)
     adam = o.optimizer == "adam"
     options = {
@@ -117,6 +132,8 @@ def forward_optimizer(o: ml_collections.ConfigDict):
     def build(steps_per_epoch: int):
         schedule = make_schedule(lr, steps_per_epoch, kind, **options)
         tx = torch_adam(schedule, wd) if adam else make_fwd_optimizer(schedule, momentum, wd)
+        if scales and any(v != 1.0 for v in scales):
+            tx = optax.chain(tx, scale_by_layer(scales))
         return tx, schedule
 
     return build
@@ -126,3 +143,30 @@ def torch_adam(lr, weight_decay: float = 0.0, eps: float = ADAM_EPS) -> optax.Gr
     """``torch.optim.Adam(lr, eps=eps, weight_decay=wd)``: wd·θ added to the gradient before the moments."""
     parts = [optax.add_decayed_weights(weight_decay)] if weight_decay else []
     return optax.chain(*parts, optax.adam(lr, b1=ADAM_B1, b2=ADAM_B2, eps=eps))
+
+
+class _NoState(NamedTuple):
+    pass
+
+
+def scale_by_layer(scales: tuple[float, ...]) -> optax.GradientTransformation:
+    """Multiplies layer n's update (the n-th entry of a per-layer tuple) by ``scales[n]``.
+
+    A factor of 1 leaves that layer's update untouched (bit for bit); 0 makes it exactly zero.
+    """
+
+    def init(params):
+        del params
+        return _NoState()
+
+    def update(updates, state, params=None):
+        del params
+        if len(updates) != len(scales):
+            raise ValueError(f"{len(scales)} layer scales for {len(updates)} layers")
+        scaled = tuple(
+            u if s == 1.0 else jax.tree.map(lambda x, s=s: x * jnp.asarray(s, x.dtype), u)
+            for u, s in zip(updates, scales, strict=True)
+        )
+        return scaled, state
+
+    return optax.GradientTransformation(init, update)

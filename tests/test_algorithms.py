@@ -158,3 +158,20 @@ def test_run_loop_names_no_algorithm():
     for name in ALL:
         assert name not in words, f"train.py names the algorithm {name!r}"
     assert "is_ddtp" not in words and "is_dtp" not in words
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if "optim" in algorithms.get(n).default_sections()])
+def test_layer_lr_scale_zero_freezes_a_layer_and_leaves_the_others_step(name):
+    """optim.layer_lr_scale = (0, 1, 1, 1): layer 0 keeps its weights, the others take the same step."""
+    batch = {"image": jax.random.normal(jax.random.key(1), (4, 16, 16, 3)), "label": jnp.array([0, 1, 2, 3])}
+    after = {}
+    for scales in ((), (0.0, 1.0, 1.0, 1.0)):
+        algo = build_algorithm(tiny_config(name, **{"optim.layer_lr_scale": scales}))
+        state0 = algo.init_state(jax.random.key(0))
+        step = algorithms.make_train_steps(algo, donate=False)[algo.phases[0]]
+        after[scales], _ = step(state0, batch, jax.random.key(2))
+    plain, frozen = after[()], after[(0.0, 1.0, 1.0, 1.0)]
+    chex.assert_trees_all_equal(frozen.fwd_params[0], state0.fwd_params[0])
+    assert not np.allclose(plain.fwd_params[0]["kernel"], state0.fwd_params[0]["kernel"])
+    chex.assert_trees_all_equal(frozen.fwd_params[1:], plain.fwd_params[1:])
+    chex.assert_trees_all_equal(frozen.fb_params, plain.fb_params)

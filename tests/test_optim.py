@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from jdtp import optim
+from jdtp import algorithms, architectures, config_base, optim
 
 
 def test_cosine_epoch_values_including_rise_after_t_max():
@@ -58,7 +58,7 @@ def test_adam_forward_optimizer_is_pytorch_adam_with_coupled_weight_decay_and_th
     """optim.optimizer='adam': m, v of g + wd·θ, bias-corrected, θ ← θ − lr_e·m̂/(√v̂ + eps), lr_e per epoch."""
     o = optim.default_config()
     o.optimizer, o.lr, o.weight_decay, o.schedule, o.t_max = "adam", 0.01, 1e-2, "cosine", 4
-    tx, schedule = optim.forward_optimizer(o)(steps_per_epoch=2)
+    tx, schedule = optim.forward_optimizer(o, num_layers=1)(steps_per_epoch=2)
     theta = {"w": jnp.array([1.0, -2.0, 3.0])}
     state = tx.init(theta)
     grads = [np.array([0.5, 0.1, -0.2]), np.array([-0.3, 0.2, 0.4]), np.array([0.1, 0.1, 0.1])]
@@ -82,3 +82,37 @@ def test_unknown_forward_optimizer_fails_naming_the_field():
         optim.cc.ConfigError, match=r"config.optim.optimizer='rmsprop', expected one of \('sgd', 'adam'\)"
     ):
         optim.validate_config(o)
+
+
+def test_layer_lr_scale_multiplies_each_layers_step_after_the_optimizer():
+    """layer n moves by scales[n] times the unscaled optimizer's step (weight decay included)."""
+    o = optim.default_config()
+    o.lr, o.optimizer, o.weight_decay = 0.01, "adam", 1e-2
+    plain, _ = optim.forward_optimizer(o, num_layers=3)(steps_per_epoch=2)
+    o.layer_lr_scale = (0.0, 0.5, 1.0)
+    scaled, _ = optim.forward_optimizer(o, num_layers=3)(steps_per_epoch=2)
+    params = tuple({"w": jnp.array([1.0, -2.0]) * (n + 1)} for n in range(3))
+    s_plain, s_scaled = plain.init(params), scaled.init(params)
+    rng = np.random.default_rng(0)
+    for _ in range(3):  # the optimizer's state is the unscaled one: the factor acts after it
+        grads = tuple({"w": jnp.asarray(rng.normal(size=2), jnp.float32)} for _ in range(3))
+        u_plain, s_plain = plain.update(grads, s_plain, params)
+        u_scaled, s_scaled = scaled.update(grads, s_scaled, params)
+        assert np.all(np.asarray(u_scaled[0]["w"]) == 0.0) and np.any(np.asarray(u_plain[0]["w"]) != 0)
+        chex.assert_trees_all_close(u_scaled[1]["w"], 0.5 * u_plain[1]["w"], rtol=1e-6)
+        chex.assert_trees_all_equal(u_scaled[2], u_plain[2])
+
+
+def test_layer_lr_scale_needs_one_nonnegative_entry_per_forward_layer():
+    config = config_base.load_config_file("configs/lenet_fmnist.py", "bp")
+    net = architectures.build_from_config(config.model, (28, 28, 1), 10)
+    assert len(net.block_names) == 4
+    config.optim.layer_lr_scale = (1.0, 1.0, 0.0)
+    with pytest.raises(
+        optim.cc.ConfigError,
+        match=r"config.optim.layer_lr_scale has 3 entries .*expected 4: one per forward layer",
+    ):
+        algorithms.create(config, net)
+    config.optim.layer_lr_scale = (1.0, -1.0, 1.0, 1.0)
+    with pytest.raises(optim.cc.ConfigError, match=r"config.optim.layer_lr_scale\[1\]=-1.0, expected >= 0"):
+        algorithms.create(config, net)

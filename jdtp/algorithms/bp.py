@@ -29,7 +29,7 @@ class BP(base.Algorithm):
 
     def __init__(self, config, net):
         super().__init__(config, net)
-        self._forward_optimizer = optim.forward_optimizer(config.optim)
+        self._forward_optimizer = optim.forward_optimizer(config.optim, len(net.block_names))
 
     def _bind(self):
         self.fwd_tx, self.schedule = self._forward_optimizer(self.steps_per_epoch)

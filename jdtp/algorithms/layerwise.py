@@ -164,7 +164,7 @@ class LayerwiseAlgorithm(base.Algorithm):
 
     def forward_optimizer(self, config):
         """``steps_per_epoch -> (optimizer, schedule)`` of the forward weights (``optim`` section)."""
-        return optim.forward_optimizer(config.optim)
+        return optim.forward_optimizer(config.optim, len(self.net.block_names))
 
     def feedback_optimizer(self):
         """The feedback weights' optimizers: one per trainable G^n (``fb_optimizer``)."""
