@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -145,10 +144,6 @@ def torch_adam(lr, weight_decay: float = 0.0, eps: float = ADAM_EPS) -> optax.Gr
     return optax.chain(*parts, optax.adam(lr, b1=ADAM_B1, b2=ADAM_B2, eps=eps))
 
 
-class _NoState(NamedTuple):
-    pass
-
-
 def scale_by_layer(scales: tuple[float, ...]) -> optax.GradientTransformation:
     """Multiplies layer n's update (the n-th entry of a per-layer tuple) by ``scales[n]``.
 
@@ -157,7 +152,7 @@ def scale_by_layer(scales: tuple[float, ...]) -> optax.GradientTransformation:
 
     def init(params):
         del params
-        return _NoState()
+        return optax.EmptyState()
 
     def update(updates, state, params=None):
         del params

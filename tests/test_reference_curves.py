@@ -9,6 +9,7 @@ import types
 
 import numpy as np
 import pytest
+from helpers import CONFIG_DIR
 
 from jdtp import config_base, run_files, sweep
 from jdtp import reference_curves as rc
@@ -26,7 +27,7 @@ recs = [{"step": s, "test_acc": 0.5 + 0.001 * s + 0.01 * a.seed} for s in range(
 json.dump({"args": vars(a), "records": recs}, open(a.out, "w"))
 """
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.join(CONFIG_DIR, "..")
 
 
 def _runs(tmp_path, seeds=(0, 1)):
