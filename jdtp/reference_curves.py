@@ -323,6 +323,15 @@ def collect(args, runs, plan, seeds) -> dict[str, dict[str, dict[int, dict[int, 
     return out
 
 
+def seed_label(impl: str, seeds_per_step: dict[int, int]) -> str:
+    """Legend entry naming how many seeds each part of a curve averages (unfinished runs have fewer later)."""
+    most = max(seeds_per_step.values())
+    if min(seeds_per_step.values()) == most:
+        return f"{impl} ({most} seeds)"
+    last = max(step for step, n in seeds_per_step.items() if n == most)
+    return f"{impl} ({most} seeds to step {last}, fewer after)"
+
+
 def plot(curves, rows_by_algo, path: str, title: str) -> None:
     plt = plotting.plt
     algos = list(curves)
@@ -335,8 +344,8 @@ def plot(curves, rows_by_algo, path: str, title: str) -> None:
             if not steps:
                 continue
             vals = [np.asarray(list(by_step[s].values())) * 100 for s in steps]
-            n = max(len(v) for v in vals)
-            ax.plot(steps, [v.mean() for v in vals], color=colours[impl], label=f"{impl} ({n} seeds)")
+            label = seed_label(impl, {s: len(by_step[s]) for s in steps})
+            ax.plot(steps, [v.mean() for v in vals], color=colours[impl], label=label)
             ax.fill_between(
                 steps, [v.min() for v in vals], [v.max() for v in vals], color=colours[impl], alpha=0.2
             )

@@ -245,3 +245,11 @@ def test_outputs_cover_every_stored_algorithm_and_seed_whatever_this_invocation_
     assert sorted(os.listdir(store)) == sorted(
         f"{i}_{a}_seed{s}.json" for i in ("jdtp", "authors") for a, s in (("bp", 0), ("bp", 2), ("dtp", 0))
     )
+
+
+def test_legend_says_where_a_curve_loses_seeds():
+    assert rc.seed_label("jdtp", {113: 3, 226: 3}) == "jdtp (3 seeds)"
+    # an unfinished seed: 2 seeds to step 791, then only the finished one
+    assert (
+        rc.seed_label("jdtp", {113: 2, 791: 2, 904: 1, 1808: 1}) == "jdtp (2 seeds to step 791, fewer after)"
+    )
