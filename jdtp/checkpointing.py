@@ -177,6 +177,42 @@ def _verify(state, expected: str | None) -> str | None:
     return None if finite else "it holds non-finite values (and was saved without a checksum)"
 
 
+def _is_late_write_callback(info) -> bool:
+    """Whether an unraisable exception is a TensorStore write finishing into Orbax's closed event loop.
+
+    TensorStore completes an awaited write by calling the loop's ``call_soon_threadsafe`` from its
+    own thread; once Orbax has closed that loop (the manager was closed after a failed save), the
+    call raises ``RuntimeError('Event loop is closed')``, which TensorStore reports as unraisable
+    with no object: a bare traceback on stderr, possibly after the run's one error line.
+    """
+    if not isinstance(info.exc_value, RuntimeError) or str(info.exc_value) != "Event loop is closed":
+        return False
+    tb = info.exc_traceback
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "call_soon_threadsafe":
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _drop_late_write_callbacks() -> None:
+    """From now on, drop the reports of :func:`_is_late_write_callback` (others are passed on).
+
+    Installed once, for the rest of the process: the writes abandoned by a failed save may finish
+    at any time until the interpreter exits, after :func:`close_quietly` has returned.
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "drops_late_write_callbacks", False):
+        return
+
+    def hook(info):
+        if not _is_late_write_callback(info):
+            previous(info)
+
+    hook.drops_late_write_callbacks = True
+    sys.unraisablehook = hook
+
+
 @contextlib.contextmanager
 def _quiet_unraisable():
     """Swallow the "Exception ignored in <coroutine>" reports of Orbax's other reads of a damaged step.
@@ -292,6 +328,8 @@ def close_quietly(manager: ocp.CheckpointManager) -> None:
             manager.close()
         except Exception:  # noqa: BLE001 - the failure that stopped the run is the one reported
             pass
+    if not SHOW_ORBAX_ERRORS:
+        _drop_late_write_callbacks()
 
 
 # Set by ``jdtp.main --debug``: pass Orbax's own error output through instead of holding it back.

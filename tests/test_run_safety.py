@@ -375,3 +375,48 @@ def test_a_garbled_results_json_is_kept_as_unreadable_not_as_an_earlier_result(t
     kept = [n for n in os.listdir(wd) if n.startswith("results.unreadable.")]
     assert len(kept) == 1 and open(os.path.join(wd, kept[0])).read() == '{"final_test_acc'
     assert run_files.read_results(wd) is not None
+
+
+def test_writes_finishing_after_a_failed_save_was_closed_are_not_reported_but_others_are(monkeypatch):
+    """TensorStore completes an awaited write through the closed loop's call_soon_threadsafe.
+
+    That raises 'Event loop is closed', reported as unraisable with a bare traceback, at any time
+    until the process exits (seen after the run's one error line); here it happens for certain.
+    """
+    import asyncio
+    import gc
+
+    import tensorstore as ts
+
+    seen = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda info: seen.append(info.exc_value))
+
+    def finish_write_into_a_closed_loop():
+        promise, write = ts.Promise.new()
+        loop = asyncio.new_event_loop()
+
+        async def save():
+            await write
+
+        task = loop.create_task(save())
+        loop.run_until_complete(asyncio.sleep(0.01))  # the task awaits the write
+        loop.close()
+        promise.set_result(None)
+        task._log_destroy_pending = False  # asyncio's own "Task was destroyed" log is not this test's
+        del task
+        gc.collect()
+
+    finish_write_into_a_closed_loop()
+    assert [str(e) for e in seen] == ["Event loop is closed"]  # the report the filter is for
+
+    class Finaliser:
+        def __del__(self):
+            raise RuntimeError("Event loop is closed")  # same message, not from call_soon_threadsafe
+
+    checkpointing.close_quietly(type("Closed", (), {"close": lambda self: None})())
+    checkpointing.close_quietly(type("Closed", (), {"close": lambda self: None})())  # installed once
+    seen.clear()
+    finish_write_into_a_closed_loop()
+    Finaliser()
+    gc.collect()
+    assert [type(e) for e in seen] == [RuntimeError], seen  # only the finaliser's report got through
