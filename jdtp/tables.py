@@ -8,8 +8,8 @@ For every (dataset, model, label) of the sweep (``jdtp.sweep``) it reads each se
 * ``table.csv`` / ``table.md``: seeds, mean ± sample std (ddof 1) of the final test accuracy (and
   top-5), epochs that trained the forward weights, steps, wall time per run and the hardware,
   beside the paper's number for that row (``jdtp.paper_results``);
-* ``gaps.csv`` (and a section of ``table.md``): DTP − each other label, per seed (same seeds
-  paired), mean ± std, beside the paper's gap;
+* ``gaps.csv`` (and a section of ``table.md``): DTP (or the ``--reference`` label) − each other
+  label, per seed (same seeds paired), mean ± std, beside the paper's gap;
 * ``accuracy.png``: test accuracy against forward epochs per label (mean over seeds, min-max band);
 * ``gmp_angles.png``: per-layer angle between each algorithm's update and the BP gradient against
   forward epochs (mean over seeds, min-max band);
@@ -411,14 +411,26 @@ def plot(records: list[RunRecord], out_dir: str, title: str, include_unfinished:
 
 
 def make_tables(
-    sweep_dir: str, out_dir: str, title: str | None = None, include_unfinished: bool = False
+    sweep_dir: str,
+    out_dir: str,
+    title: str | None = None,
+    include_unfinished: bool = False,
+    reference: str | None = None,
 ) -> dict[str, Any]:
-    """Write ``table.csv``, ``gaps.csv``, ``gmp.csv``, ``table.md`` and the PNGs; returns what was written."""
+    """Write ``table.csv``, ``gaps.csv``, ``gmp.csv``, ``table.md`` and the PNGs; returns what was written.
+
+    ``reference``: the label whose accuracy the gaps start from (``reference − label``); named, a
+    label the sweep does not have is an error, not an empty gap table; ``None``: DTP's label, and
+    a sweep without it has no gaps.
+    """
     records = collect(sweep_dir)
     if not records:
         raise FileNotFoundError(f"no <label>/seed_<s> workdirs under {sweep_dir}")
+    labels = sorted({r.label for r in records})
+    if reference is not None and reference not in labels:
+        raise ValueError(f"--reference={reference!r} is not a label of {sweep_dir}; its labels are {labels}")
     title = title or os.path.basename(os.path.normpath(sweep_dir))
-    rows, gap_rows = summarize(records), gaps(records)
+    rows, gap_rows = summarize(records), gaps(records, reference or REFERENCE_LABEL)
     incomplete = [r for r in records if not r.complete]
     os.makedirs(out_dir, exist_ok=True)
     _write_csv(os.path.join(out_dir, "table.csv"), rows)
@@ -445,8 +457,8 @@ def main(argv):
         sys.exit(f"error: unexpected arguments {argv[1:]}")
     out = f.out or os.path.join(f.sweep_dir, "tables")
     try:
-        result = make_tables(f.sweep_dir, out, f.title or None, f.include_unfinished)
-    except FileNotFoundError as e:
+        result = make_tables(f.sweep_dir, out, f.title or None, f.include_unfinished, f.reference or None)
+    except (FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
     print(result["markdown"])
     print(
@@ -459,6 +471,11 @@ def _define_flags():
     flags.DEFINE_string("sweep_dir", None, "Sweep directory (jdtp.sweep --dir).", required=True)
     flags.DEFINE_string("out", "", "Output folder (default: <sweep_dir>/tables).")
     flags.DEFINE_string("title", "", "Title of the table and plots (default: the sweep folder's name).")
+    flags.DEFINE_string(
+        "reference",
+        "",
+        f"The label the gaps are measured from (gap = reference - label; default {REFERENCE_LABEL!r}).",
+    )
     flags.DEFINE_bool(
         "include_unfinished",
         False,

@@ -101,6 +101,20 @@ def test_forward_lr_sweep_controls_differ_from_their_baselines_only_in_step_and_
     )
 
 
+def test_resnet_adam_sweep_arms_differ_only_in_the_lower_stages_step_and_the_algorithm():
+    """The slowed-lower-stages arm is the Adam DTP arm with layer_0-layer_2 at 0.1; BP-Adam its bp variant."""
+    runs = {r.label: r for r in sweep.plan(sweep.load_sweep(os.path.join(CONFIG_DIR, "sweeps", "resnet18_fmnist_adam.py")), "/x")
+            if r.seed == 0}  # fmt: skip
+    cfg = {label: _config_of(run).to_dict() for label, run in runs.items()}
+    dtp, lower, bp = cfg["dtp-adam"], cfg["dtp-adam-lower0.1"], cfg["bp-adam"]
+    assert tuple(lower["optim"]["layer_lr_scale"]) == (0.1, 0.1, 0.1, 1.0, 1.0, 1.0)
+    assert tuple(dtp["optim"]["layer_lr_scale"]) == ()
+    assert {**lower, "optim": {**lower["optim"], "layer_lr_scale": ()}} == dtp
+    assert dtp["optim"]["optimizer"] == bp["optim"]["optimizer"] == "adam"
+    assert dtp["optim"]["lr"] == bp["optim"]["lr"] == 1e-3
+    assert dtp["algorithm"] == "dtp" and bp["algorithm"] == "bp"
+
+
 @pytest.mark.slow
 def test_sweep_runs_resumes_an_interrupted_run_and_skips_finished_ones(tmp_path):
     sweep_file, directory = _write_sweep(tmp_path), str(tmp_path / "sw")

@@ -131,6 +131,20 @@ def test_unfinished_runs_are_drawn_and_listed_only_when_asked(tmp_path):
     )
 
 
+def test_gaps_start_from_the_named_reference_label_and_an_unknown_one_is_an_error(tmp_path):
+    root = str(tmp_path / "sweep")
+    for (label, seed), acc in ACC.items():
+        _fake_run(root, label, seed, acc)
+    out = tables.make_tables(root, str(tmp_path / "out"), reference="bp")
+    (gap,) = out["gaps"]
+    diffs = [100 * (ACC[("bp", s)] - ACC[("dtp", s)]) for s in (0, 1)]
+    assert gap["gap"] == "bp - dtp" and gap["gap_mean"] == pytest.approx(np.mean(diffs))
+    assert gap["gap_std"] == pytest.approx(np.std(diffs, ddof=1))
+    with pytest.raises(ValueError, match=r"--reference='bp-adam' is not a label .*\['bp', 'dtp'\]"):
+        tables.make_tables(root, str(tmp_path / "out2"), reference="bp-adam")
+    assert not (tmp_path / "out2").exists()
+
+
 def test_empty_sweep_dir_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no <label>/seed_<s> workdirs"):
         tables.make_tables(str(tmp_path), str(tmp_path / "out"))

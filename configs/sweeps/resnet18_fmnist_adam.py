@@ -1,0 +1,44 @@
+"""ResNet-18 (width 16) on Fashion-MNIST padded to 32×32 with Adam forward steps: DTP, DTP with the lower stages slowed, BP.
+
+    python -m jdtp.sweep --sweep=configs/sweeps/resnet18_fmnist_adam.py --dir=results/sweeps/resnet18_fmnist_adam \\
+        --set=data.data_dir=/path/to/tfds --parallel=2 [--only=dtp-adam-lower0.1,bp-adam]
+    python -m jdtp.tables --sweep_dir=results/sweeps/resnet18_fmnist_adam --out=docs/results/resnet18_fmnist_adam_lower
+
+configs/resnet18_fmnist.py (the ``jacobian`` G trained by L-DRL with the ``jvp`` probe and Adam)
+with the forward weights also stepped by Adam (torch Adam, coupled weight decay 1e-4, lr 1e-3):
+
+* ``dtp-adam``: every forward layer at the full step;
+* ``dtp-adam-lower0.1``: layer_0-layer_2 (the stem and the first two stages) at a tenth of it
+  (``optim.layer_lr_scale``; not the paper's), so that their feedback keeps up with their own F;
+* ``bp-adam``: the config's ``bp`` variant under the same optimizer.
+
+1 epoch and 2 seeds, the 2-core CPU's budget; evaluated every 117 steps (8 times an epoch), DTP's
+GMP angles and norm ratios logged every 25 steps.
+"""
+
+import ml_collections
+
+_ADAM = {"optim": {"optimizer": "adam", "lr": 1e-3}}
+
+
+def get_config(variant: str = ""):
+    del variant
+    c = ml_collections.ConfigDict()
+    c.seeds = (0, 1)
+    c.overrides = {
+        "num_epochs": 1,
+        "data": {"download": False},
+        "eval_every_steps": 117,
+        "log_every_steps": 25,
+        "gmp_every_steps": 25,
+    }
+    c.runs = [
+        {"label": "dtp-adam", "config": "configs/resnet18_fmnist.py", "overrides": _ADAM},
+        {
+            "label": "dtp-adam-lower0.1",
+            "config": "configs/resnet18_fmnist.py",
+            "overrides": {"optim": {**_ADAM["optim"], "layer_lr_scale": (0.1, 0.1, 0.1, 1.0, 1.0, 1.0)}},
+        },
+        {"label": "bp-adam", "config": "configs/resnet18_fmnist.py:bp", "overrides": _ADAM},
+    ]
+    return c
