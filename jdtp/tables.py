@@ -14,7 +14,8 @@ For every (dataset, model, label) of the sweep (``jdtp.sweep``) it reads each se
 * ``gmp_angles.png``: per-layer angle between each algorithm's update and the BP gradient against
   forward epochs (mean over seeds, min-max band);
 * ``gmp.csv`` (and a section of ``table.md``): per label and layer, the median, largest and last
-  of each run's logged GMP angles over its whole training, mean over seeds.
+  of each run's logged GMP angles over its whole training and the share of them above 60°, mean
+  over seeds.
 
 Incomplete runs are listed and left out of the numbers (``--include_unfinished`` also draws them,
 dashed, and lists how far they got). Nothing is typed by hand: the README's result tables are
@@ -38,6 +39,9 @@ from absl import app, flags
 from jdtp import paper_results, plotting, run_files
 
 REFERENCE_LABEL = "dtp"
+# An update more than 60° from the BP gradient keeps under half its length along it (cos 60° = 0.5):
+# the bound the GMP tables count logged steps against.
+GMP_BOUND_DEG = 60.0
 
 
 @dataclasses.dataclass
@@ -199,7 +203,8 @@ def gaps(records: list[RunRecord], reference: str = REFERENCE_LABEL) -> list[dic
 
 def gmp_summary(records: list[RunRecord], include_unfinished: bool = False) -> list[dict[str, Any]]:
     """Per (dataset, model, label, layer): each complete run's median, max and last logged GMP
-    angle over its training, then the mean over seeds (and the largest max of any seed).
+    angle over its training, then the mean over seeds (and the largest max of any seed), and the
+    share of its logged angles above ``GMP_BOUND_DEG``, mean over seeds.
 
     ``include_unfinished``: also one row per unfinished run (label ``'<label> seed <s>
     (unfinished)'``), over what it logged. Non-finite angles (a diverged run) are left out of the
@@ -234,6 +239,7 @@ def gmp_summary(records: list[RunRecord], include_unfinished: bool = False) -> l
                     "max_deg": float(np.mean([f.max() for f in finite])),
                     "max_any_seed_deg": float(max(f.max() for f in finite)),
                     "last_deg": float(np.mean([a[-1] for a in angles])),
+                    "above_bound_pct": float(np.mean([100 * np.mean(f > GMP_BOUND_DEG) for f in finite])),
                     "non_finite": int(sum(a.size - f.size for a, f in zip(angles, finite, strict=True))),
                 }
             )
@@ -297,14 +303,15 @@ def markdown(
             "GMP angles over training (degrees between each update / its nudge and the BP gradient, every "
             "logged step of each run: median, largest and last per run, mean over seeds; `gmp.csv`):",
             "",
-            "| dataset | algorithm | layer | seeds | logged steps per run | median | max | max of any seed | last | non-finite |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| dataset | algorithm | layer | seeds | logged steps per run | median | max | max of any seed | last | "
+            f"% of logged steps > {GMP_BOUND_DEG:g}° | non-finite |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for g in gmp_rows:
             lines.append(
                 f"| {g['dataset']} | {g['label']} | {g['layer']} | {g['seeds']} | {g['evaluations_per_run']} | "
                 f"{g['median_deg']:.1f} | {g['max_deg']:.1f} | {g['max_any_seed_deg']:.1f} | {g['last_deg']:.1f} | "
-                f"{g['non_finite']} |"
+                f"{g['above_bound_pct']:.0f} | {g['non_finite']} |"
             )
     if incomplete:
         lines += [

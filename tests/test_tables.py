@@ -83,9 +83,12 @@ def test_table_rows_means_stds_and_gaps_match_an_independent_computation(tmp_pat
     assert conv["max_deg"] == pytest.approx(np.mean([max(v) for v in per_seed.values()]))
     assert conv["max_any_seed_deg"] == pytest.approx(70.0)
     assert conv["last_deg"] == pytest.approx(40.5)
+    assert conv["above_bound_pct"] == pytest.approx(
+        100 * np.mean([np.mean(np.array(v) > 60) for v in per_seed.values()])
+    )
     assert gmp[("dtp", "fc2")]["max_deg"] == 0.0
     assert (
-        "| mnist | dtp | conv_0 | 2 | 3 | 40.5 | 69.5 | 70.0 | 40.5 |"
+        "| mnist | dtp | conv_0 | 2 | 3 | 40.5 | 69.5 | 70.0 | 40.5 | 33 | 0 |"
         in (tmp_path / "out" / "table.md").read_text()
     )
 
@@ -125,6 +128,7 @@ def test_unfinished_runs_are_drawn_and_listed_only_when_asked(tmp_path):
     assert row["dataset"] == "mnist" and row["evaluations_per_run"] == 4 and row["non_finite"] == 1
     assert row["median_deg"] == pytest.approx(42.0) and row["max_deg"] == pytest.approx(68.0)
     assert np.isnan(row["last_deg"])
+    assert row["above_bound_pct"] == pytest.approx(100 / 3)  # 68 of 68, 20, 42 (the NaN not counted)
     assert (
         "- dtp seed 2: last evaluation 50.00 % at epoch 1.00 (test accuracy % at forward epochs: 40.0 % at 0.50, 50.0 % at 1.00)"
         in out["markdown"]

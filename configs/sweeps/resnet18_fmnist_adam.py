@@ -10,6 +10,8 @@ with the forward weights also stepped by Adam (torch Adam, coupled weight decay 
 * ``dtp-adam``: every forward layer at the full step;
 * ``dtp-adam-lower0.1``: layer_0-layer_2 (the stem and the first two stages) at a tenth of it
   (``optim.layer_lr_scale``; not the paper's), so that their feedback keeps up with their own F;
+* ``dtp-adam-lower0.1-lrb0.3``: the same with G^1-G^3's Adam lr_b at 3e-4 instead of 1e-3: with
+  F's lower stages slowed, Adam's constant-size steps in G are the larger motion left;
 * ``bp-adam``: the config's ``bp`` variant under the same optimizer.
 
 1 epoch and 2 seeds, the 2-core CPU's budget; evaluated every 117 steps (8 times an epoch), DTP's
@@ -19,6 +21,7 @@ GMP angles and norm ratios logged every 25 steps.
 import ml_collections
 
 _ADAM = {"optim": {"optimizer": "adam", "lr": 1e-3}}
+_LOWER_0_1 = (0.1, 0.1, 0.1, 1.0, 1.0, 1.0)  # layer_0-layer_2 at a tenth of the step
 
 
 def get_config(variant: str = ""):
@@ -37,7 +40,15 @@ def get_config(variant: str = ""):
         {
             "label": "dtp-adam-lower0.1",
             "config": "configs/resnet18_fmnist.py",
-            "overrides": {"optim": {**_ADAM["optim"], "layer_lr_scale": (0.1, 0.1, 0.1, 1.0, 1.0, 1.0)}},
+            "overrides": {"optim": {**_ADAM["optim"], "layer_lr_scale": _LOWER_0_1}},
+        },
+        {
+            "label": "dtp-adam-lower0.1-lrb0.3",
+            "config": "configs/resnet18_fmnist.py",
+            "overrides": {
+                "optim": {**_ADAM["optim"], "layer_lr_scale": _LOWER_0_1},
+                "dtp": {"fb_lr": (3e-4, 3e-4, 3e-4, 3e-3, 1e-2)},
+            },
         },
         {"label": "bp-adam", "config": "configs/resnet18_fmnist.py:bp", "overrides": _ADAM},
     ]
