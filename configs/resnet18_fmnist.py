@@ -22,7 +22,10 @@ momentum 0.9, wd 1e-4); at the full step every lr_b tried diverged (README, *Tra
 Status (README): not a working recipe yet. BP reaches 76.8 % in the epoch; DTP with these values
 diverged at steps ~400 and ~700 (2 seeds). With ``--config.optim.optimizer=adam
 --config.optim.lr=1e-3`` DTP finished the epoch at 74.65 % (seed 0; BP with Adam 77.71 %), but
-the updates of layer_0-layer_2 did not follow the gradient (median GMP angles 74-101°).
+the updates of layer_0-layer_2 did not follow the gradient (median GMP angles 74-101°). With Adam
+and layer_0-layer_2 at a tenth of the step (``configs/sweeps/resnet18_fmnist_adam.py``, 2 seeds,
+one machine) the median angles are 14-26° per stage and DTP ends at 71.79 % against BP-Adam's
+78.53 %; full-step Adam on the same machine 70.55 %.
 """
 
 from jdtp import config_base
