@@ -301,7 +301,8 @@ def markdown(
         lines += [
             "",
             "GMP angles over training (degrees between each update / its nudge and the BP gradient, every "
-            "logged step of each run: median, largest and last per run, mean over seeds; `gmp.csv`):",
+            "logged step of each run: median, largest, last and the share above the bound per run, mean over seeds; "
+            "`gmp.csv`):",
             "",
             "| dataset | algorithm | layer | seeds | logged steps per run | median | max | max of any seed | last | "
             f"% of logged steps > {GMP_BOUND_DEG:g}° | non-finite |",

@@ -2,7 +2,8 @@
 
     python -m jdtp.sweep --sweep=configs/sweeps/resnet18_fmnist_adam.py --dir=results/sweeps/resnet18_fmnist_adam \\
         --set=data.data_dir=/path/to/tfds --parallel=2 [--only=dtp-adam-lower0.1,bp-adam]
-    python -m jdtp.tables --sweep_dir=results/sweeps/resnet18_fmnist_adam --out=docs/results/resnet18_fmnist_adam_lower
+    python -m jdtp.tables --sweep_dir=results/sweeps/resnet18_fmnist_adam --out=docs/results/resnet18_fmnist_adam_lower \\
+        --reference=dtp-adam-lower0.1 --include_unfinished
 
 configs/resnet18_fmnist.py (the ``jacobian`` G trained by L-DRL with the ``jvp`` probe and Adam)
 with the forward weights also stepped by Adam (torch Adam, coupled weight decay 1e-4, lr 1e-3):
