@@ -115,6 +115,23 @@ def test_resnet_adam_sweep_arms_differ_only_in_the_lower_stages_step_and_the_alg
     assert dtp["algorithm"] == "dtp" and bp["algorithm"] == "bp"
 
 
+def test_resnet_adam_sweep_plans_exactly_the_configs_of_its_stored_runs():
+    """docs/results/resnet18_fmnist_adam_lower/runs holds what the sweep ran: the sweep file (now through
+    the config's ``adam`` variant) must still plan those configs, value for value."""
+    stored_dir = os.path.join(CONFIG_DIR, "..", "docs", "results", "resnet18_fmnist_adam_lower", "runs")
+    runs = sweep.plan(sweep.load_sweep(os.path.join(CONFIG_DIR, "sweeps", "resnet18_fmnist_adam.py")), "/x")
+    checked = 0
+    for run in runs:
+        path = os.path.join(stored_dir, run.label, f"seed_{run.seed}", "config.json")
+        with open(path) as f:
+            stored = json.load(f)
+        config = _config_of(run)
+        config.data.data_dir = stored["data"]["data_dir"]
+        assert json.loads(json.dumps(config.to_dict())) == stored, run.label
+        checked += 1
+    assert checked == 8
+
+
 @pytest.mark.slow
 def test_sweep_runs_resumes_an_interrupted_run_and_skips_finished_ones(tmp_path):
     sweep_file, directory = _write_sweep(tmp_path), str(tmp_path / "sw")
