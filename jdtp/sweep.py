@@ -240,9 +240,12 @@ def main(argv):
     except config_base.ConfigError as e:
         sys.exit(f"error: {e}")
     if f.print_commands:
-        for run in runs:
-            if run.status() != "complete":
-                print(shlex.join(run.command("python")))
+        try:
+            for run in runs:
+                if run.status() != "complete":
+                    print(shlex.join(run.command("python")), flush=True)
+        except BrokenPipeError:  # the reader stopped early (``| head``): not an error of the sweep
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return
     os.makedirs(f.dir, exist_ok=True)
     manifest = {

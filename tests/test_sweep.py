@@ -101,6 +101,24 @@ def test_forward_lr_sweep_controls_differ_from_their_baselines_only_in_step_and_
     )
 
 
+def test_print_commands_into_a_reader_that_stopped_early_is_not_an_error(tmp_path):
+    """``--print_commands | head -n 1``: the closed pipe ends the listing quietly, exit 0."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+    args = [
+        sys.executable,
+        "-m",
+        "jdtp.sweep",
+        f"--sweep={_write_sweep(tmp_path)}",
+        f"--dir={tmp_path / 'sw'}",
+    ]
+    proc = subprocess.Popen(
+        [*args, "--print_commands"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    proc.stdout.close()  # the reader is gone before the first line is written
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0 and b"Traceback" not in err and b"BrokenPipe" not in err, err.decode()[-2000:]
+
+
 def test_resnet_adam_sweep_arms_differ_only_in_the_lower_stages_step_and_the_algorithm():
     """The slowed-lower-stages arm is the Adam DTP arm with layer_0-layer_2 at 0.1; BP-Adam its bp variant."""
     runs = {r.label: r for r in sweep.plan(sweep.load_sweep(os.path.join(CONFIG_DIR, "sweeps", "resnet18_fmnist_adam.py")), "/x")
