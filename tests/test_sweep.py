@@ -36,13 +36,16 @@ def _write_sweep(tmp_path):
     return str(path)
 
 
+def _sweep_env():
+    # One device per run, as a user's machine.
+    return {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+
+
 def _run_sweep(args, cwd=REPO):
-    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
-    env["XLA_FLAGS"] = ""  # one device per run, as a user's machine
     return subprocess.run(
         [sys.executable, "-m", "jdtp.sweep", *args],
         cwd=cwd,
-        env=env,
+        env=_sweep_env(),
         capture_output=True,
         text=True,
         timeout=600,
@@ -103,7 +106,6 @@ def test_forward_lr_sweep_controls_differ_from_their_baselines_only_in_step_and_
 
 def test_print_commands_into_a_reader_that_stopped_early_is_not_an_error(tmp_path):
     """``--print_commands | head -n 1``: the closed pipe ends the listing quietly, exit 0."""
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
     args = [
         sys.executable,
         "-m",
@@ -112,7 +114,11 @@ def test_print_commands_into_a_reader_that_stopped_early_is_not_an_error(tmp_pat
         f"--dir={tmp_path / 'sw'}",
     ]
     proc = subprocess.Popen(
-        [*args, "--print_commands"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        [*args, "--print_commands"],
+        cwd=REPO,
+        env=_sweep_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     proc.stdout.close()  # the reader is gone before the first line is written
     _, err = proc.communicate(timeout=300)
