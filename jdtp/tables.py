@@ -20,16 +20,26 @@ For every (dataset, model, label) of the sweep (``jdtp.sweep``) it reads each se
 Incomplete runs are listed and left out of the numbers (``--include_unfinished`` also draws them,
 dashed, and lists how far they got). Nothing is typed by hand: the README's result tables are
 these files.
+
+``--keep_runs`` also keeps every finished run's ``config.json``, ``results.json`` and
+``metrics.jsonl`` in ``<out>/runs/<label>/seed_<s>/`` (a few hundred kB a run, small enough for the
+repository) and draws the tables from those stored runs together with the sweep's: a table can
+grow over several sessions whose sweep directories are lost in between. A stored file is never
+replaced by a different one: a finished run that differs from its stored copy is an error that
+names both, and nothing is copied.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import filecmp
 import glob
 import math
 import os
+import shutil
 import sys
+import tempfile
 from collections import defaultdict
 from typing import Any
 
@@ -39,6 +49,9 @@ from absl import app, flags
 from jdtp import paper_results, plotting, run_files
 
 REFERENCE_LABEL = "dtp"
+# What --keep_runs keeps of a finished run: all that the tables read, none of its checkpoints.
+KEPT_FILES = (run_files.CONFIG, run_files.RESULTS, run_files.METRICS)
+RUNS_DIR = "runs"
 # An update more than 60° from the BP gradient keeps under half its length along it (cos 60° = 0.5):
 # the bound the GMP tables count logged steps against.
 GMP_BOUND_DEG = 60.0
@@ -105,6 +118,58 @@ def collect(sweep_dir: str) -> list[RunRecord]:
             )
         )
     return records
+
+
+def merge(records: list[RunRecord], stored: list[RunRecord]) -> list[RunRecord]:
+    """``records`` plus the ``stored`` runs whose (label, seed) they lack or have only unfinished."""
+    by_run = {(r.label, r.seed): r for r in records}
+    for r in stored:
+        have = by_run.get((r.label, r.seed))
+        if have is None or (r.complete and not have.complete):
+            by_run[(r.label, r.seed)] = r
+    return [by_run[k] for k in sorted(by_run)]
+
+
+def keep_runs(records: list[RunRecord], store_dir: str) -> list[str]:
+    """Copy each finished run's :data:`KEPT_FILES` to ``store_dir/<label>/seed_<s>/``.
+
+    Files already stored with the same bytes are left as they are; returns the run folders that
+    gained files.
+
+    Raises:
+      ValueError: a finished run's file differs from the one stored for the same label and seed
+        (checked for every run before anything is copied, so the store is unchanged).
+    """
+    plan = []
+    for r in records:
+        if not r.complete:
+            continue
+        dst_dir = os.path.join(store_dir, r.label, f"seed_{r.seed}")
+        if os.path.abspath(dst_dir) == os.path.abspath(r.workdir):
+            continue  # the tables are drawn from the store itself
+        for name in KEPT_FILES:
+            src, dst = os.path.join(r.workdir, name), os.path.join(dst_dir, name)
+            if not os.path.exists(src):
+                continue
+            if not os.path.exists(dst):
+                plan.append((src, dst))
+            elif not filecmp.cmp(src, dst, shallow=False):
+                raise ValueError(
+                    f"{src} differs from the stored {dst}: two different runs under one label and seed. "
+                    "Nothing was copied; store this sweep under another --out, or rename one of the labels"
+                )
+    for src, dst in plan:
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp_", dir=os.path.dirname(dst))
+        os.close(fd)
+        try:
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dst)  # whole or not at all
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+    return sorted({os.path.dirname(dst) for _, dst in plan})
 
 
 def _mean_std(values) -> tuple[float, float]:
@@ -424,14 +489,22 @@ def make_tables(
     title: str | None = None,
     include_unfinished: bool = False,
     reference: str | None = None,
+    keep: bool = False,
 ) -> dict[str, Any]:
     """Write ``table.csv``, ``gaps.csv``, ``gmp.csv``, ``table.md`` and the PNGs; returns what was written.
 
     ``reference``: the label whose accuracy the gaps start from (``reference − label``); named, a
     label the sweep does not have is an error, not an empty gap table; ``None``: DTP's label, and
     a sweep without it has no gaps.
+    ``keep``: first keep the finished runs in ``out_dir/runs`` (:func:`keep_runs`), then draw the
+    tables from the sweep's runs and the stored ones together.
     """
     records = collect(sweep_dir)
+    kept = []
+    if keep:
+        store = os.path.join(out_dir, RUNS_DIR)
+        kept = keep_runs(records, store)
+        records = merge(records, collect(store))
     if not records:
         raise FileNotFoundError(f"no <label>/seed_<s> workdirs under {sweep_dir}")
     labels = sorted({r.label for r in records})
@@ -456,6 +529,7 @@ def make_tables(
         "incomplete": incomplete,
         "markdown": md,
         "pngs": pngs,
+        "kept": kept,
     }
 
 
@@ -465,7 +539,9 @@ def main(argv):
         sys.exit(f"error: unexpected arguments {argv[1:]}")
     out = f.out or os.path.join(f.sweep_dir, "tables")
     try:
-        result = make_tables(f.sweep_dir, out, f.title or None, f.include_unfinished, f.reference or None)
+        result = make_tables(
+            f.sweep_dir, out, f.title or None, f.include_unfinished, f.reference or None, f.keep_runs
+        )
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
     print(result["markdown"])
@@ -473,6 +549,8 @@ def main(argv):
         f"wrote {out}/table.csv, gaps.csv, gmp.csv, table.md, "
         + ", ".join(os.path.basename(p) for p in result["pngs"])
     )
+    if f.keep_runs:
+        print(f"kept {len(result['kept'])} finished run(s) newly in {os.path.join(out, RUNS_DIR)}")
 
 
 def _define_flags():
@@ -489,6 +567,12 @@ def _define_flags():
         False,
         "Also draw unfinished runs (dashed) and list how far they got, with their GMP angles "
         "(never in the means and gaps).",
+    )
+    flags.DEFINE_bool(
+        "keep_runs",
+        False,
+        "Keep each finished run's config, results and metrics in <out>/runs (never replacing a "
+        "different stored file) and draw the tables from those and the sweep's runs together.",
     )
 
 

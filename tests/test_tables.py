@@ -152,3 +152,54 @@ def test_gaps_start_from_the_named_reference_label_and_an_unknown_one_is_an_erro
 def test_empty_sweep_dir_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="no <label>/seed_<s> workdirs"):
         tables.make_tables(str(tmp_path), str(tmp_path / "out"))
+
+
+def test_keep_runs_stores_finished_runs_and_tables_grow_across_sweep_dirs(tmp_path):
+    out = str(tmp_path / "out")
+    first, second = str(tmp_path / "session1"), str(tmp_path / "session2")
+    for lab in ("dtp", "bp"):
+        wd = _fake_run(first, lab, 0, ACC[(lab, 0)])
+        run_files.write_json_atomic(os.path.join(wd, "config.json"), {"algorithm": lab, "seed": 0})
+    os.makedirs(os.path.join(first, "bp", "seed_0", "checkpoints", "20"))
+    _fake_run(first, "dtp", 1, 0.5, complete=False)  # unfinished: not kept
+    kept = tables.make_tables(first, out, keep=True)["kept"]
+    assert kept == [os.path.join(out, "runs", lab, "seed_0") for lab in ("bp", "dtp")]
+    for lab in ("bp", "dtp"):
+        src, dst = os.path.join(first, lab, "seed_0"), os.path.join(out, "runs", lab, "seed_0")
+        assert sorted(os.listdir(dst)) == sorted(tables.KEPT_FILES)
+        for name in tables.KEPT_FILES:
+            with open(os.path.join(src, name), "rb") as a, open(os.path.join(dst, name), "rb") as b:
+                assert a.read() == b.read()
+    assert not os.path.exists(os.path.join(out, "runs", "dtp", "seed_1"))
+
+    # A later session's sweep dir holds only seed 1 (seed 0's folder is gone): the table has both.
+    _fake_run(second, "dtp", 1, ACC[("dtp", 1)])
+    _fake_run(second, "bp", 1, ACC[("bp", 1)])
+    res = tables.make_tables(second, out, keep=True)
+    assert len(res["kept"]) == 2 and not res["incomplete"]
+    rows = {r["label"]: r for r in res["rows"]}
+    for lab in ("bp", "dtp"):
+        accs = [100 * ACC[(lab, s)] for s in (0, 1)]
+        assert rows[lab]["seeds"] == 2
+        assert rows[lab]["seed_list"] == "0 1"
+        assert rows[lab]["accuracy_mean"] == pytest.approx(np.mean(accs))
+    # Drawn again from the store alone, or a second time: the same table, nothing new kept.
+    again = tables.make_tables(os.path.join(out, "runs"), str(tmp_path / "out2"))
+    key = [(r["label"], r["seed_list"], r["accuracy_per_seed"]) for r in res["rows"]]
+    assert [(r["label"], r["seed_list"], r["accuracy_per_seed"]) for r in again["rows"]] == key
+    assert tables.make_tables(second, out, keep=True)["kept"] == []
+
+
+def test_keep_runs_never_replaces_a_different_stored_run(tmp_path):
+    out, sweep = str(tmp_path / "out"), str(tmp_path / "sweep")
+    _fake_run(sweep, "dtp", 0, ACC[("dtp", 0)])
+    tables.make_tables(sweep, out, keep=True)
+    stored = os.path.join(out, "runs", "dtp", "seed_0", "results.json")
+    before = open(stored, "rb").read()
+    other = str(tmp_path / "other")
+    _fake_run(other, "dtp", 0, 0.1)  # another run under the same label and seed
+    _fake_run(other, "bp", 0, ACC[("bp", 0)])
+    with pytest.raises(ValueError, match=r"results.json differs from the stored .*Nothing was copied"):
+        tables.make_tables(other, out, keep=True)
+    assert open(stored, "rb").read() == before
+    assert not os.path.exists(os.path.join(out, "runs", "bp"))  # checked before anything is copied
